@@ -1,0 +1,33 @@
+// Small helpers shared by the test executables: temporary folders and running commands.
+#pragma once
+#include <string>
+
+namespace mman::test {
+
+// A fresh folder under the system temp dir, removed with its contents on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;    // -1 when killed by a signal
+  int signal = 0;        // the signal, when killed by one
+  std::string output;    // stdout and stderr together
+};
+// Runs a shell command line and captures its output.
+CommandResult run_command(const std::string& command_line);
+
+// Path of the built mman_exp and Debian's python3 (with torch, h5py, numpy).
+std::string mman_exp_binary();
+std::string python_binary();
+
+}  // namespace mman::test
