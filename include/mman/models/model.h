@@ -1,0 +1,81 @@
+// Model: the interface every network (clstm_*, clstm_mma, mman) implements, and its factory.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mman/data/batch.h"
+#include "mman/layers/mode.h"
+#include "mman/params.h"
+#include "mman/rng.h"
+#include "mman/tensor.h"
+
+namespace mman {
+
+enum class MmaScore { ScaledDot, Cosine };
+enum class MmaSkip { Residual, Concat };
+
+// The resolved hyperparameters of one model instance (SPEC section 2 defaults). The
+// YAML runner fills it; tests fill it directly.
+struct ModelConfig {
+  std::string type;                       // clstm_speech | clstm_visual | clstm_text | clstm_ef | clstm_lf | clstm_mma | mman
+  std::string name;                       // instance name in an experiment (default: type)
+  std::vector<std::string> modalities;    // inputs of uni-modal / EF / MMA models; empty = the type's default
+  int hidden = 300;                       // LSTM hidden size
+  int lstm_layers = -1;                   // -1 = the type's default (2 uni-modal/EF, 1 LF/MMA)
+  float lstm_dropout = 0.5f;              // between stacked LSTM layers
+  bool bidirectional = false;
+  int fc = 200;                           // width of the dense layer after the LSTM
+  float dropout = 0.5f;                   // after ReLU(LSTM) and after ReLU(fc)
+  int d_model = 150;                      // MMA: standardised width, d_k = d_v = d_model
+  float mma_dropout = 0.1f;               // MMA: after standardisation and on z_m
+  MmaScore score = MmaScore::ScaledDot;
+  MmaSkip skip = MmaSkip::Residual;
+  std::vector<ModelConfig> subnets;       // clstm_lf, mman: the sub-networks (uni-modal, clstm_mma)
+};
+
+// What a model needs to know about the data: modality names and widths from the file,
+// and the output width of the label protocol.
+struct DataShape {
+  std::vector<std::string> modalities;
+  std::vector<int64_t> dims;
+  int num_outputs = 0;
+  int heads = 1;  // binary4: 4 heads of 2 outputs
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  const ModelConfig& config() const { return config_; }
+  ParamStore& params() { return params_; }
+  const ParamStore& params() const { return params_; }
+
+  // PyTorch-default initialisation of every parameter from rng.
+  virtual void init(Rng& rng) = 0;
+  // Logits [rows x num_outputs] for every row of the batch. In Mode::Train it keeps
+  // what backward() needs and applies dropout keyed by `key`.
+  virtual const Tensor& forward(const Batch& batch, Mode mode, const DropoutKey& key) = 0;
+  // Gradient of the loss w.r.t. the last forward's logits -> parameter gradients,
+  // accumulated (+=) into params().grads() for trainable parameters.
+  virtual void backward(const Batch& batch, const Tensor& dlogits) = 0;
+  // MMA models: the last forward's attention weights [rows x 9] (query m, key n at
+  // column 3m + n, modalities in the model's order); others: nullptr.
+  virtual const Tensor* attention() const { return nullptr; }
+  // Composite models (clstm_lf, mman): the sub-network configs whose parameters live
+  // under "subnets.<name>." and are trained in stage 1.
+  virtual std::vector<ModelConfig> subnet_configs() const { return {}; }
+
+ protected:
+  Model(ModelConfig config) : config_(std::move(config)) {}
+  ModelConfig config_;
+  ParamStore params_;
+};
+
+// The one factory keyed by type (STYLE practice 9). Throws mman::Error for an unknown
+// type or a modality the data does not have.
+std::unique_ptr<Model> make_model(const ModelConfig& config, const DataShape& shape);
+std::vector<std::string> model_types();
+
+}  // namespace mman
