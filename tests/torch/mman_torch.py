@@ -109,11 +109,10 @@ class CLSTMBlock(nn.Module):
 
 
 def cosine_scores(q: torch.Tensor, k: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """cos(q_m, k_n) for every pair: q, k [..., M, D] -> [..., M, M], with the norm
-    product clamped below by eps as torch.nn.functional.cosine_similarity documents."""
-    dots = q @ k.transpose(-1, -2)
-    norms = q.norm(dim=-1).unsqueeze(-1) * k.norm(dim=-1).unsqueeze(-2)
-    return dots / norms.clamp_min(eps)
+    """cos(q_m, k_n) for every pair: q, k [..., M, D] -> [..., M, M]. torch 1.13's
+    cosine_similarity computes q·k / (max(|q|, eps) * max(|k|, eps)) (its docstring's
+    max(|q| |k|, eps) is out of date), which is what mman's Mma mirrors."""
+    return F.cosine_similarity(q.unsqueeze(-2), k.unsqueeze(-3), dim=-1, eps=eps)
 
 
 class MultiModalAttention(nn.Module):
