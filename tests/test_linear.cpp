@@ -190,5 +190,22 @@ TEST(Linear, ZeroRowsIsANoOp) {
   for (float g : ps.grads()) EXPECT_EQ(g, 0.0f);
 }
 
+TEST(Linear, FrozenParametersGetNoGradientButInputGradFlows) {
+  ParamStore ps;
+  Linear l(ps, "fc.", 3, 2);
+  Rng rng(6);
+  l.init(ps, rng);
+  const Tensor x = random_tensor(rng, 4, 3);
+  const Tensor dy = random_tensor(rng, 4, 2);
+  Tensor dx_ref, dx;
+  ps.zero_grads();
+  l.backward(ps, x, dy, &dx_ref);
+  ps.zero_grads();
+  ps.set_trainable("fc.", false);
+  l.backward(ps, x, dy, &dx);
+  for (float g : ps.grads()) EXPECT_EQ(g, 0.0f);
+  for (int64_t i = 0; i < dx.size(); ++i) EXPECT_EQ(dx.data()[i], dx_ref.data()[i]);
+}
+
 }  // namespace
 }  // namespace mman

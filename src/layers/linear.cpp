@@ -45,14 +45,17 @@ void Linear::backward(ParamStore& params, const float* x, int64_t ldx, int64_t r
                       int64_t lddy, float* dx, int64_t lddx, bool accumulate_dx) const {
   if (rows <= 0) return;
   const int n = static_cast<int>(rows);
-  // dW [out x in] += dy^T [out x rows] * x [rows x in]
-  gemm(true, false, out_, in_, n, 1.0f, dy, static_cast<int>(lddy), x, static_cast<int>(ldx), 1.0f,
-       params.grad(weight_), in_);
-  // db += sum over rows of dy, in row order (deterministic for any thread count).
-  float* db = params.grad(bias_);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* dyr = dy + r * lddy;
-    for (int j = 0; j < out_; ++j) db[j] += dyr[j];
+  // Frozen parameters (stage 2 of a composite) get no gradient and cost no GEMM.
+  if (params.info(weight_).trainable)  // dW [out x in] += dy^T [out x rows] * x [rows x in]
+    gemm(true, false, out_, in_, n, 1.0f, dy, static_cast<int>(lddy), x, static_cast<int>(ldx), 1.0f,
+         params.grad(weight_), in_);
+  if (params.info(bias_).trainable) {
+    // db += sum over rows of dy, in row order (deterministic for any thread count).
+    float* db = params.grad(bias_);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* dyr = dy + r * lddy;
+      for (int j = 0; j < out_; ++j) db[j] += dyr[j];
+    }
   }
   if (dx != nullptr)  // dx [rows x in] = dy [rows x out] * W [out x in]
     gemm(false, false, n, in_, out_, 1.0f, dy, static_cast<int>(lddy), params.value(weight_), in_, accumulate_dx ? 1.0f : 0.0f, dx,

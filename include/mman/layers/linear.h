@@ -33,7 +33,8 @@ class Linear {
   // Contiguous convenience: y is resized to [x.rows() x out].
   void forward(const ParamStore& params, const Tensor& x, Tensor& y) const;
 
-  // dy [rows x out] (stride lddy). dW += dy^T x, db += column sums of dy (accumulate);
+  // dy [rows x out] (stride lddy). dW += dy^T x, db += column sums of dy (accumulate;
+  // skipped for a parameter whose ParamInfo::trainable is false);
   // dx, when not null, is overwritten with dy W (stride lddx), or has dy W added to it
   // with accumulate_dx (for inputs that feed several layers).
   void backward(ParamStore& params, const float* x, int64_t ldx, int64_t rows, const float* dy, int64_t lddy,
