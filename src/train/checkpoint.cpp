@@ -1,0 +1,263 @@
+// Checkpoint files: writing parameters, attributes and /train_state; loading with full checks.
+#include "mman/train/checkpoint.h"
+
+#include <algorithm>
+#include <set>
+
+#include "mman/error.h"
+#include "mman/hdf5_io.h"
+
+namespace mman {
+namespace {
+
+constexpr const char* kState = "/train_state";
+
+h5::Shape shape_of(const ParamInfo& p) { return h5::Shape(p.shape.begin(), p.shape.end()); }
+
+// Writes one arena (params layout) as a dataset per tensor under `group` ("" = root).
+void write_arena(h5::File& f, const std::string& group, const ParamStore& params, const std::vector<float>& arena) {
+  for (const ParamInfo& p : params.infos()) f.write_float32(group + "/" + p.name, arena.data() + p.offset, shape_of(p));
+}
+
+// Reads one tensor into dst (p.size floats): float32 directly, other float widths
+// converted; anything else, or another shape, is an error naming the dataset.
+void read_tensor(const h5::File& f, const std::string& path, const ParamInfo& p, float* dst) {
+  const h5::ArrayInfo ai = f.info(path);
+  const h5::Shape want = shape_of(p);
+  const std::string expected = want.empty() ? std::string("float32 scalar") : "float32 " + h5::describe_shape(want);
+  if (ai.type.cls != h5::TypeClass::Float)
+    f.fail(path, fmt::format("expected {} (parameter {}), found {}", expected, p.name, ai.describe()));
+  if (ai.scalar != want.empty() || ai.shape != want)
+    f.fail(path, fmt::format("wrong shape: expected {} (parameter {}), found {}", expected, p.name, ai.describe()));
+  if (ai.type.size == 4) {
+    f.read_float32_into(path, want, dst);
+  } else {
+    const std::vector<double> v = f.read_float64(path, want);
+    std::transform(v.begin(), v.end(), dst, [](double x) { return static_cast<float>(x); });
+  }
+}
+
+// Reads every tensor of `params` from `group` into an arena of the params layout.
+std::vector<float> read_arena(const h5::File& f, const std::string& group, const ParamStore& params) {
+  std::vector<float> arena(params.values().size(), 0.0f);
+  for (const ParamInfo& p : params.infos()) {
+    const std::string path = group + "/" + p.name;
+    if (!f.exists(path)) f.fail(path, fmt::format("missing tensor (parameter {})", p.name));
+    read_tensor(f, path, p, arena.data() + p.offset);
+  }
+  return arena;
+}
+
+// Children of `group` that are neither a parameter nor an allowed group, listed.
+void check_no_extras(const h5::File& f, const std::string& group, const ParamStore& params,
+                     const std::set<std::string>& allowed_groups) {
+  std::vector<std::string> extra;
+  for (const std::string& name : f.children(group.empty() ? "/" : group)) {
+    const std::string path = group + "/" + name;
+    if (f.is_group(path)) {
+      if (!allowed_groups.count(name)) extra.push_back(path + " (group)");
+    } else if (params.find(name) < 0) {
+      extra.push_back(path);
+    }
+  }
+  if (!extra.empty()) {
+    std::string list;
+    for (const std::string& e : extra) list += (list.empty() ? "" : ", ") + e;
+    f.fail(group.empty() ? "/" : group,
+           fmt::format("{} unexpected tensor{} that the model does not have: {}", extra.size(),
+                       extra.size() == 1 ? "" : "s", list));
+  }
+}
+
+std::string string_attr_or(const h5::File& f, const char* name, const std::string& fallback) {
+  return f.has_attr("/", name) ? f.read_string_attr("/", name) : fallback;
+}
+
+CheckpointMeta read_meta(const h5::File& f) {
+  if (!f.has_attr("/", "schema"))
+    f.fail("/", fmt::format("not a checkpoint: no 'schema' attribute (expected '{}')", kCheckpointSchema));
+  const std::string schema = f.read_string_attr("/", "schema");
+  if (schema != kCheckpointSchema)
+    f.fail("/ (attribute schema)", fmt::format("expected '{}', found '{}'", kCheckpointSchema, schema));
+  if (!f.has_attr("/", "model_type")) f.fail("/", "missing attribute 'model_type'");
+  CheckpointMeta m;
+  m.model_type = f.read_string_attr("/", "model_type");
+  m.model_name = string_attr_or(f, "model_name", m.model_type);
+  m.config = string_attr_or(f, "config", "");
+  m.protocol = string_attr_or(f, "protocol", "");
+  m.metrics = string_attr_or(f, "metrics", "{}");
+  m.mman_version = string_attr_or(f, "mman_version", "");
+  if (f.has_attr("/", "epoch")) m.epoch = f.read_int_attr("/", "epoch");
+  if (f.has_attr("/", "seed")) m.seed = f.read_uint_attr("/", "seed");
+  return m;
+}
+
+// The group the parameters live in: "" (the root, what mman writes) or "/params".
+std::string param_group(const h5::File& f) { return f.is_group("/params") ? "/params" : ""; }
+
+const char* const kHistoryColumns[] = {"train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "valid_ua",
+                                       "seconds"};
+
+double& history_field(EpochRecord& r, int column) {
+  switch (column) {
+    case 0: return r.train_loss;
+    case 1: return r.train_accuracy;
+    case 2: return r.valid_loss;
+    case 3: return r.valid_accuracy;
+    case 4: return r.valid_ua;
+    default: return r.seconds;
+  }
+}
+
+void write_state(h5::File& f, const ParamStore& params, const TrainState& s) {
+  MMAN_CHECK(s.adam.m.size() == params.values().size() && s.adam.v.size() == params.values().size(),
+             "{}: train state: Adam moments have {} / {} values but the parameters {}", f.path(), s.adam.m.size(),
+             s.adam.v.size(), params.values().size());
+  MMAN_CHECK(s.best_values.empty() || s.best_values.size() == params.values().size(),
+             "{}: train state: the best-epoch copy has {} values but the parameters {}", f.path(),
+             s.best_values.size(), params.values().size());
+  f.create_group(kState);
+  write_arena(f, std::string(kState) + "/adam_m", params, s.adam.m);
+  write_arena(f, std::string(kState) + "/adam_v", params, s.adam.v);
+  if (!s.best_values.empty()) write_arena(f, std::string(kState) + "/best", params, s.best_values);
+  std::vector<int32_t> epochs;
+  for (const EpochRecord& r : s.history) epochs.push_back(r.epoch);
+  f.write(std::string(kState) + "/history/epoch", epochs);
+  for (int c = 0; c < 6; ++c) {
+    std::vector<double> column;
+    for (EpochRecord r : s.history) column.push_back(history_field(r, c));
+    f.write(std::string(kState) + "/history/" + kHistoryColumns[c], column);
+  }
+  f.write_int_attr(kState, "adam_step", s.adam.step);
+  f.write_uint_attr(kState, "shuffle_state", s.shuffle_state);
+  f.write_int_attr(kState, "epoch", s.epoch);
+  f.write_int_attr(kState, "batch", s.batch);
+  f.write_int_attr(kState, "global_step", s.global_step);
+  f.write_int_attr(kState, "best_epoch", s.best_epoch);
+  f.write_double_attr(kState, "best_metric", s.best_metric);
+  f.write_int_attr(kState, "bad_epochs", s.bad_epochs);
+  f.write_double_attr(kState, "partial_loss_sum", s.partial_loss_sum);
+  f.write_int_attr(kState, "partial_scored", s.partial_scored);
+  f.write_int_attr(kState, "partial_correct", s.partial_correct);
+  f.write_double_attr(kState, "partial_seconds", s.partial_seconds);
+  f.write_int_attr(kState, "finished", s.finished ? 1 : 0);
+  f.write_int_attr(kState, "stopped_early", s.stopped_early ? 1 : 0);
+}
+
+int int_attr(const h5::File& f, const char* name, int64_t lo, int64_t hi) {
+  if (!f.has_attr(kState, name)) f.fail(kState, fmt::format("missing attribute '{}'", name));
+  const int64_t v = f.read_int_attr(kState, name);
+  if (v < lo || v > hi)
+    f.fail(fmt::format("{} (attribute {})", kState, name), fmt::format("{} is outside [{}, {}]", v, lo, hi));
+  return static_cast<int>(v);
+}
+
+int64_t int64_attr(const h5::File& f, const char* name) {
+  if (!f.has_attr(kState, name)) f.fail(kState, fmt::format("missing attribute '{}'", name));
+  const int64_t v = f.read_int_attr(kState, name);
+  if (v < 0) f.fail(fmt::format("{} (attribute {})", kState, name), fmt::format("negative value {}", v));
+  return v;
+}
+
+double double_attr(const h5::File& f, const char* name) {
+  if (!f.has_attr(kState, name)) f.fail(kState, fmt::format("missing attribute '{}'", name));
+  return f.read_double_attr(kState, name);
+}
+
+TrainState read_state(const h5::File& f, const ParamStore& params) {
+  if (!f.is_group(kState)) f.fail(kState, "missing group: the checkpoint has no trainer state to resume from");
+  TrainState s;
+  const std::string g = kState;
+  s.adam.m = read_arena(f, g + "/adam_m", params);
+  s.adam.v = read_arena(f, g + "/adam_v", params);
+  if (f.exists(g + "/best")) s.best_values = read_arena(f, g + "/best", params);
+  s.adam.step = int64_attr(f, "adam_step");
+  if (!f.has_attr(kState, "shuffle_state")) f.fail(kState, "missing attribute 'shuffle_state'");
+  s.shuffle_state = f.read_uint_attr(kState, "shuffle_state");
+  constexpr int64_t kMaxInt = 2147483647;
+  s.epoch = int_attr(f, "epoch", 0, kMaxInt);
+  s.batch = int64_attr(f, "batch");
+  s.global_step = int64_attr(f, "global_step");
+  s.best_epoch = int_attr(f, "best_epoch", 0, s.epoch);
+  s.best_metric = double_attr(f, "best_metric");
+  s.bad_epochs = int_attr(f, "bad_epochs", 0, s.epoch);
+  s.partial_loss_sum = double_attr(f, "partial_loss_sum");
+  s.partial_scored = int64_attr(f, "partial_scored");
+  s.partial_correct = int64_attr(f, "partial_correct");
+  s.partial_seconds = double_attr(f, "partial_seconds");
+  s.finished = int_attr(f, "finished", 0, 1) != 0;
+  s.stopped_early = int_attr(f, "stopped_early", 0, 1) != 0;
+  if (s.best_epoch > 0 && s.best_values.empty())
+    f.fail(g + "/best", fmt::format("missing group: best_epoch is {} but no best parameters are stored", s.best_epoch));
+
+  const std::vector<int64_t> epochs = f.read_int64(g + "/history/epoch", {h5::kAny});
+  if (static_cast<int64_t>(epochs.size()) != s.epoch)
+    f.fail(g + "/history/epoch", fmt::format("{} rows for {} completed epochs", epochs.size(), s.epoch));
+  s.history.resize(epochs.size());
+  for (size_t i = 0; i < epochs.size(); ++i) s.history[i].epoch = static_cast<int>(epochs[i]);
+  for (int c = 0; c < 6; ++c) {
+    const std::vector<double> column =
+        f.read_float64(g + "/history/" + kHistoryColumns[c], {static_cast<int64_t>(epochs.size())});
+    for (size_t i = 0; i < column.size(); ++i) history_field(s.history[i], c) = column[i];
+  }
+  return s;
+}
+
+}  // namespace
+
+void write_checkpoint(const std::string& path, const ParamStore& params, const CheckpointMeta& meta,
+                      const TrainState* state) {
+  MMAN_CHECK(!meta.model_type.empty(), "{}: cannot write a checkpoint without a model type", path);
+  for (const ParamInfo& p : params.infos())
+    MMAN_CHECK(p.name != "train_state" && p.name != "params" && p.name.find('/') == std::string::npos,
+               "{}: parameter name '{}' cannot be stored as a checkpoint dataset", path, p.name);
+  h5::File f = h5::File::create(path);
+  f.write_string_attr("/", "schema", kCheckpointSchema);
+  f.write_string_attr("/", "model_type", meta.model_type);
+  f.write_string_attr("/", "model_name", meta.model_name.empty() ? meta.model_type : meta.model_name);
+  f.write_string_attr("/", "config", meta.config);
+  f.write_string_attr("/", "protocol", meta.protocol);
+  f.write_int_attr("/", "epoch", meta.epoch);
+  f.write_uint_attr("/", "seed", meta.seed);
+  f.write_string_attr("/", "metrics", meta.metrics.empty() ? std::string("{}") : meta.metrics);
+  f.write_string_attr("/", "mman_version", MMAN_VERSION);
+  write_arena(f, "", params, params.values());
+  if (state != nullptr) write_state(f, params, *state);
+  f.commit();
+}
+
+CheckpointMeta read_checkpoint_meta(const std::string& path) {
+  const h5::File f = h5::File::open(path);
+  return read_meta(f);
+}
+
+bool checkpoint_has_train_state(const std::string& path) {
+  const h5::File f = h5::File::open(path);
+  read_meta(f);
+  return f.is_group(kState);
+}
+
+CheckpointMeta load_checkpoint(const std::string& path, ParamStore& params, const std::string& expected_type,
+                               TrainState* state) {
+  const h5::File f = h5::File::open(path);
+  CheckpointMeta meta = read_meta(f);
+  if (!expected_type.empty() && meta.model_type != expected_type)
+    f.fail("/ (attribute model_type)",
+           fmt::format("the checkpoint holds a '{}' model, expected '{}'", meta.model_type, expected_type));
+  const std::string group = param_group(f);
+  std::vector<float> values = read_arena(f, group, params);
+  if (group.empty()) {
+    check_no_extras(f, "", params, {"train_state"});
+  } else {
+    check_no_extras(f, group, params, {});
+    check_no_extras(f, "", ParamStore(), {"train_state", "params"});
+  }
+  TrainState loaded;
+  if (state != nullptr) loaded = read_state(f, params);
+  // Only a fully checked file changes the caller's objects.
+  params.values() = std::move(values);
+  if (state != nullptr) *state = std::move(loaded);
+  return meta;
+}
+
+}  // namespace mman
