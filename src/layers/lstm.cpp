@@ -1,0 +1,322 @@
+// Lstm on the CPU: batched input GEMM, per-step recurrent GEMM over active rows, fused cell, BPTT.
+#include "mman/layers/lstm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "mman/blas.h"
+#include "mman/error.h"
+#include "src/layers/lstm_cell.h"
+
+namespace mman {
+namespace {
+
+// Elementwise loops over whole layers (dropout masks) go parallel above this size only.
+constexpr int64_t kParallelMinElements = 1 << 16;
+
+// The shape contract of a layout, checked once per call (O(steps)): a malformed layout
+// would otherwise index outside the buffers.
+void check_layout(const PackedLayout& layout, const std::string& who) {
+  const int steps = layout.steps();
+  MMAN_CHECK(layout.step_offsets.size() == static_cast<size_t>(steps) + 1 ||
+                 (steps == 0 && layout.step_offsets.empty()),
+             "{}: packed layout has {} steps but {} step offsets", who, steps, layout.step_offsets.size());
+  if (steps == 0) return;
+  MMAN_CHECK(layout.step_offsets[0] == 0, "{}: packed layout's first step offset is not 0", who);
+  MMAN_CHECK(layout.batch_sizes[0] == layout.convs(),
+             "{}: packed layout has {} conversations but {} at step 0", who, layout.convs(),
+             layout.batch_sizes[0]);
+  for (int t = 0; t < steps; ++t) {
+    const int n = layout.batch_sizes[static_cast<size_t>(t)];
+    MMAN_CHECK(n > 0 && (t == 0 || n <= layout.batch_sizes[static_cast<size_t>(t) - 1]),
+               "{}: packed layout's batch sizes must be positive and non-increasing (step {})", who, t);
+    MMAN_CHECK(
+        layout.step_offsets[static_cast<size_t>(t) + 1] == layout.step_offsets[static_cast<size_t>(t)] + n,
+        "{}: packed layout's step offsets do not follow its batch sizes (step {})", who, t);
+  }
+}
+
+// The order in which one direction visits the steps: forward 0..T-1, reverse T-1..0.
+// pred(t) is the step whose state step t continues (-1: none); the rows of t that have a
+// predecessor are its first min(bs[t], bs[pred]) rows, the predecessor's first rows.
+struct Direction {
+  bool reverse;
+  int steps;
+  int step(int s) const { return reverse ? steps - 1 - s : s; }
+  int pred(int t) const { return reverse ? (t + 1 < steps ? t + 1 : -1) : t - 1; }
+  int succ(int t) const { return reverse ? t - 1 : (t + 1 < steps ? t + 1 : -1); }
+};
+
+int rows_linked(const PackedLayout& layout, int t, int other) {
+  if (other < 0) return 0;
+  return std::min(layout.batch_sizes[static_cast<size_t>(t)], layout.batch_sizes[static_cast<size_t>(other)]);
+}
+
+std::string join_prefix(const std::string& prefix) {
+  if (prefix.empty() || prefix.back() == '.') return prefix;
+  return prefix + ".";
+}
+
+}  // namespace
+
+Lstm::Lstm(ParamStore& params, const std::string& prefix, const LstmConfig& config)
+    : config_(config), prefix_(join_prefix(prefix)) {
+  const std::string who = "lstm '" + prefix_ + "'";
+  MMAN_CHECK(config.input > 0, "{}: input size must be positive (got {})", who, config.input);
+  MMAN_CHECK(config.hidden > 0, "{}: hidden size must be positive (got {})", who, config.hidden);
+  MMAN_CHECK(config.layers > 0, "{}: number of layers must be positive (got {})", who, config.layers);
+  MMAN_CHECK(config.dropout >= 0.0f && config.dropout < 1.0f, "{}: dropout {} is outside [0, 1)", who,
+             config.dropout);
+  const int64_t h = config.hidden, h4 = 4 * h;
+  const int dirs = config.bidirectional ? 2 : 1;
+  for (int k = 0; k < config.layers; ++k) {
+    const int64_t in = k == 0 ? config.input : h * dirs;
+    for (int d = 0; d < dirs; ++d) {
+      const std::string suffix = "_l" + std::to_string(k) + (d == 1 ? "_reverse" : "");
+      w_ih_.push_back(params.add(prefix_ + "weight_ih" + suffix, {h4, in}));
+      w_hh_.push_back(params.add(prefix_ + "weight_hh" + suffix, {h4, h}));
+      b_ih_.push_back(params.add(prefix_ + "bias_ih" + suffix, {h4}));
+      b_hh_.push_back(params.add(prefix_ + "bias_hh" + suffix, {h4}));
+    }
+  }
+}
+
+void Lstm::check_params(const ParamStore& params) const {
+  const int dirs = config_.bidirectional ? 2 : 1;
+  MMAN_CHECK(!w_ih_.empty() && static_cast<int>(w_ih_.size()) == config_.layers * dirs,
+             "lstm '{}': used before being constructed with its parameters", prefix_);
+  const int64_t h4 = 4L * config_.hidden;
+  for (size_t idx = 0; idx < w_ih_.size(); ++idx) {
+    const int64_t in = idx < static_cast<size_t>(dirs) ? config_.input : int64_t{config_.hidden} * dirs;
+    const int ids[4] = {w_ih_[idx], w_hh_[idx], b_ih_[idx], b_hh_[idx]};
+    const std::vector<int64_t> shapes[4] = {{h4, in}, {h4, config_.hidden}, {h4}, {h4}};
+    for (int j = 0; j < 4; ++j)
+      MMAN_CHECK(ids[j] < params.count() && params.info(ids[j]).shape == shapes[j],
+                 "lstm '{}': parameter store does not hold this layer's parameters", prefix_);
+  }
+}
+
+void Lstm::init(ParamStore& params, Rng& rng) const {
+  check_params(params);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(config_.hidden));
+  for (size_t idx = 0; idx < w_ih_.size(); ++idx) {
+    for (int id : {w_ih_[idx], w_hh_[idx], b_ih_[idx], b_hh_[idx]}) {
+      float* v = params.value(id);
+      const size_t n = params.info(id).size;
+      for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(rng.uniform(-bound, bound));
+    }
+  }
+}
+
+void Lstm::forward(const ParamStore& params, const PackedLayout& layout, const float* x, Tensor& y, Mode mode,
+                   const DropoutKey& key, uint64_t dropout_slot, LstmContext& ctx) const {
+  check_params(params);
+  check_layout(layout, "lstm '" + prefix_ + "'");
+  const int64_t rows = layout.rows();
+  MMAN_CHECK(rows == 0 || x != nullptr, "lstm '{}': forward given no input", prefix_);
+  const int h = config_.hidden, h4 = 4 * h, dirs = config_.bidirectional ? 2 : 1, hd = h * dirs;
+  const int layers = config_.layers, steps = layout.steps();
+  const bool drop = mode == Mode::Train && config_.dropout > 0.0f && layers > 1;
+  MMAN_CHECK(!drop || dropout_slot + static_cast<uint64_t>(layers - 1) <= kDropoutStreamsPerStep,
+             "lstm '{}': dropout slots {}..{} exceed the {} streams per step", prefix_, dropout_slot,
+             dropout_slot + layers - 2, kDropoutStreamsPerStep);
+
+  const size_t units = static_cast<size_t>(layers * dirs);
+  ctx.gates.resize(units);
+  ctx.cells.resize(units);
+  ctx.cell_tanh.resize(units);
+  ctx.outputs.resize(static_cast<size_t>(layers));
+  ctx.dropped.resize(static_cast<size_t>(layers));
+  ctx.masks.resize(static_cast<size_t>(layers));
+  ctx.mode = mode;
+  ctx.dropout_applied = drop;
+  ctx.rows = rows;
+  ctx.steps = steps;
+  y.resize(rows, hd);
+  if (rows == 0) return;
+
+  ctx.bias_sum.resize(static_cast<int64_t>(units), h4);
+  const int64_t* off = layout.step_offsets.data();
+  const int* bs = layout.batch_sizes.data();
+
+  for (int k = 0; k < layers; ++k) {
+    const float* in = k == 0 ? x : (drop ? ctx.dropped[k - 1].data() : ctx.outputs[k - 1].data());
+    const int in_dim = k == 0 ? config_.input : hd;
+    Tensor& out = ctx.outputs[static_cast<size_t>(k)];
+    out.resize(rows, hd);
+    for (int d = 0; d < dirs; ++d) {
+      const size_t idx = static_cast<size_t>(k * dirs + d);
+      Tensor& gates = ctx.gates[idx];
+      Tensor& cells = ctx.cells[idx];
+      Tensor& tanh_c = ctx.cell_tanh[idx];
+      gates.resize(rows, h4);
+      cells.resize(rows, h);
+      tanh_c.resize(rows, h);
+      float* bias = ctx.bias_sum.row(static_cast<int64_t>(idx));
+      const float* b_ih = params.value(b_ih_[idx]);
+      const float* b_hh = params.value(b_hh_[idx]);
+      for (int j = 0; j < h4; ++j) bias[j] = b_ih[j] + b_hh[j];
+      const float* w_hh = params.value(w_hh_[idx]);
+
+      // Input projection of every row at once; the biases are added inside the cell.
+      gemm(false, true, static_cast<int>(rows), h4, in_dim, 1.0f, in, in_dim, params.value(w_ih_[idx]),
+           in_dim, 0.0f, gates.data(), h4);
+
+      const Direction dir{d == 1, steps};
+      for (int s = 0; s < steps; ++s) {
+        const int t = dir.step(s), tp = dir.pred(t);
+        const int n = bs[t], n_prev = rows_linked(layout, t, tp);
+        float* g = gates.row(off[t]);
+        if (n_prev > 0)
+          gemm(false, true, n_prev, h4, h, 1.0f, out.row(off[tp]) + d * h, hd, w_hh, h, 1.0f, g, h4);
+        detail::lstm_cell_forward(n, n_prev, h, bias, g, n_prev > 0 ? cells.row(off[tp]) : nullptr,
+                                  cells.row(off[t]), tanh_c.row(off[t]), out.row(off[t]) + d * h, hd);
+      }
+    }
+
+    if (drop && k < layers - 1) {
+      Tensor& mask = ctx.masks[static_cast<size_t>(k)];
+      Tensor& dropped = ctx.dropped[static_cast<size_t>(k)];
+      mask.resize(rows, hd);
+      dropped.resize(rows, hd);
+      const uint64_t stream =
+          rng_key(key.seed, key.step * kDropoutStreamsPerStep + dropout_slot + static_cast<uint64_t>(k));
+      const float p = config_.dropout, keep = 1.0f / (1.0f - p);
+      const int64_t n = rows * hd;
+      const float* o = out.data();
+      float* m = mask.data();
+      float* dr = dropped.data();
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
+      for (int64_t e = 0; e < n; ++e) {
+        m[e] = counter_uniform(stream, static_cast<uint64_t>(e)) < p ? 0.0f : keep;
+        dr[e] = o[e] * m[e];
+      }
+    }
+  }
+  std::memcpy(y.data(), ctx.outputs[static_cast<size_t>(layers - 1)].data(),
+              static_cast<size_t>(rows * hd) * sizeof(float));
+}
+
+void Lstm::backward(ParamStore& params, const PackedLayout& layout, const float* x, const float* dy,
+                    float* dx, LstmContext& ctx) const {
+  check_params(params);
+  check_layout(layout, "lstm '" + prefix_ + "'");
+  const int64_t rows = layout.rows();
+  const int h = config_.hidden, h4 = 4 * h, dirs = config_.bidirectional ? 2 : 1, hd = h * dirs;
+  const int layers = config_.layers, steps = layout.steps(), convs = layout.convs();
+  MMAN_CHECK(ctx.rows == rows && ctx.steps == steps && ctx.gates.size() == static_cast<size_t>(layers * dirs),
+             "lstm '{}': backward called without a forward on the same batch", prefix_);
+  if (rows == 0) return;
+  MMAN_CHECK(x != nullptr && dy != nullptr, "lstm '{}': backward given no input or output gradient", prefix_);
+  const bool drop = ctx.dropout_applied;
+  const int64_t* off = layout.step_offsets.data();
+  const int* bs = layout.batch_sizes.data();
+
+  ctx.dgates.resize(rows, h4);
+  ctx.dh_rec.resize(convs, h);
+  ctx.dc.resize(convs, h);
+  ctx.h_prev.resize(rows, h);
+  ctx.dbias.resize(1, h4);
+
+  const float* dout = dy;  // gradient w.r.t. the current layer's output, rows x hd
+  for (int k = layers - 1; k >= 0; --k) {
+    const float* in = k == 0 ? x : (drop ? ctx.dropped[k - 1].data() : ctx.outputs[k - 1].data());
+    const int in_dim = k == 0 ? config_.input : hd;
+    float* din = nullptr;  // gradient w.r.t. this layer's input
+    if (k > 0) {
+      Tensor& buf = ctx.dlayer[k % 2];  // the other buffer may hold dout
+      buf.resize(rows, hd);
+      din = buf.data();
+    } else {
+      din = dx;
+    }
+    const Tensor& out = ctx.outputs[static_cast<size_t>(k)];
+
+    for (int d = 0; d < dirs; ++d) {
+      const size_t idx = static_cast<size_t>(k * dirs + d);
+      const Tensor& gates = ctx.gates[idx];
+      const Tensor& cells = ctx.cells[idx];
+      const Tensor& tanh_c = ctx.cell_tanh[idx];
+      const float* w_hh = params.value(w_hh_[idx]);
+      Tensor& dgates = ctx.dgates;
+      float* dh_rec = ctx.dh_rec.data();
+      float* dc = ctx.dc.data();
+
+      // Steps in reverse processing order. Rows of step t with a successor (its first
+      // n_succ rows) receive dh and dc from it; the others end a conversation here.
+      const Direction dir{d == 1, steps};
+      for (int s = steps - 1; s >= 0; --s) {
+        const int t = dir.step(s), tp = dir.pred(t);
+        const int n = bs[t], n_prev = rows_linked(layout, t, tp),
+                  n_succ = rows_linked(layout, t, dir.succ(t));
+        if (n_succ < n) {
+          std::fill(dh_rec + static_cast<int64_t>(n_succ) * h, dh_rec + static_cast<int64_t>(n) * h, 0.0f);
+          std::fill(dc + static_cast<int64_t>(n_succ) * h, dc + static_cast<int64_t>(n) * h, 0.0f);
+        }
+        float* dg = dgates.row(off[t]);
+        detail::lstm_cell_backward(n, n_prev, h, gates.row(off[t]), n_prev > 0 ? cells.row(off[tp]) : nullptr,
+                                   tanh_c.row(off[t]), dout + off[t] * hd + d * h, hd, dh_rec, dc, dg);
+        // dh of the predecessor's rows: dgates_t W_hh (W_hh is [4h x h]).
+        if (n_prev > 0) gemm(false, false, n_prev, h, h4, 1.0f, dg, h4, w_hh, h, 0.0f, dh_rec, h);
+      }
+
+      // Weight gradients over the whole batch at once.
+      if (params.info(w_ih_[idx]).trainable)
+        gemm(true, false, h4, in_dim, static_cast<int>(rows), 1.0f, dgates.data(), h4, in, in_dim, 1.0f,
+             params.grad(w_ih_[idx]), in_dim);
+      if (params.info(w_hh_[idx]).trainable) {
+        // Row r of h_prev holds h of r's predecessor row (0 where a conversation starts),
+        // so dW_hh = sum_r dgates[r]^T h_prev[r] is one GEMM. In the forward direction the
+        // rows without a predecessor are exactly step 0, which the GEMM skips.
+        const int64_t first = d == 0 ? (steps > 1 ? off[1] : rows) : 0;
+        for (int t = 0; t < steps; ++t) {
+          const int tp = dir.pred(t);
+          const int n = bs[t], n_prev = rows_linked(layout, t, tp);
+          if (off[t] < first) continue;
+          for (int b = 0; b < n_prev; ++b)
+            std::memcpy(ctx.h_prev.row(off[t] + b), out.row(off[tp] + b) + d * h,
+                        static_cast<size_t>(h) * sizeof(float));
+          if (n_prev < n) std::fill(ctx.h_prev.row(off[t] + n_prev), ctx.h_prev.row(off[t] + n), 0.0f);
+        }
+        if (rows > first)
+          gemm(true, false, h4, h, static_cast<int>(rows - first), 1.0f, dgates.row(first), h4,
+               ctx.h_prev.row(first), h, 1.0f, params.grad(w_hh_[idx]), h);
+      }
+      const bool train_bih = params.info(b_ih_[idx]).trainable, train_bhh = params.info(b_hh_[idx]).trainable;
+      if (train_bih || train_bhh) {
+        // Column sums in a fixed row order: deterministic whatever the thread count.
+        float* sum = ctx.dbias.data();
+        std::fill(sum, sum + h4, 0.0f);
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* dg = dgates.row(r);
+          for (int j = 0; j < h4; ++j) sum[j] += dg[j];
+        }
+        if (train_bih) {
+          float* gb = params.grad(b_ih_[idx]);
+          for (int j = 0; j < h4; ++j) gb[j] += sum[j];
+        }
+        if (train_bhh) {
+          float* gb = params.grad(b_hh_[idx]);
+          for (int j = 0; j < h4; ++j) gb[j] += sum[j];
+        }
+      }
+      // Gradient w.r.t. the layer input: sum over directions of dgates W_ih.
+      if (din != nullptr)
+        gemm(false, false, static_cast<int>(rows), in_dim, h4, 1.0f, dgates.data(), h4,
+             params.value(w_ih_[idx]), in_dim, d == 0 ? 0.0f : 1.0f, din, in_dim);
+    }
+
+    if (k > 0) {
+      if (drop) {  // through the dropout between layer k-1 and k
+        const float* m = ctx.masks[static_cast<size_t>(k - 1)].data();
+        const int64_t n = rows * hd;
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
+        for (int64_t e = 0; e < n; ++e) din[e] *= m[e];
+      }
+      dout = din;
+    }
+  }
+}
+
+}  // namespace mman
