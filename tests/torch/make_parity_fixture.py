@@ -2,6 +2,8 @@
 
     make_parity_fixture.py --out DIR [--case NAME ...] [--seed S] [--list]
 
+Exit status 3, with a message naming torch, when torch or h5py cannot be imported.
+
 Into DIR:
   data.h5                 a small `mman-dataset/1` file (ragged conversations, some
                           unlabelled utterances, IEMOCAP label names), written with h5py
@@ -14,11 +16,13 @@ Into DIR:
     /attention [N x 9]       MMA models: alpha, query m and key n at column 3m + n,
                              modalities audio, visual, text (mman: its clstm_mma subnet)
     /train/losses [steps]    the loss of each of `steps` Adam steps (computed in that step's
-                             forward, before its update); dropout probabilities all 0, lr 1e-3,
-                             no clipping (grad_norms shows a norm-5 clip would not trigger);
+                             forward, before its update); dropout probabilities all 0, Adam
+                             lr 1e-3, gradients clipped to global norm 5 (the trainer's
+                             default; at these norms it does not trigger, see grad_norms);
                              composites train with frozen subnets (stage 2)
     /train/final_loss        evaluation loss after the last step
-    /train/grad_norms [steps] global gradient norm of the trainable parameters per step
+    /train/grad_norms [steps] global gradient norm of the trainable parameters per step,
+                             before clipping (a check of every backward pass)
   attributes on expected.h5: case, model_type, protocol, float32_error (largest
   normalised difference between this float32 PyTorch run and the same run in float64,
   i.e. how much of the tolerance float32 rounding alone uses).
@@ -32,9 +36,14 @@ import os
 import sys
 from dataclasses import asdict, replace
 
-import h5py
 import numpy as np
-import torch
+
+try:
+    import h5py
+    import torch
+except Exception as exc:  # noqa: BLE001 - any import failure means "no PyTorch here"
+    print(f"torch or h5py could not be imported: {exc}")
+    sys.exit(3)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mman_torch as M  # noqa: E402
@@ -46,6 +55,7 @@ STR = h5py.string_dtype("utf-8")
 CONV_LENGTHS = [9, 14, 1, 14, 6, 11]
 TRAIN_STEPS = 3
 LR = 1e-3
+CLIP_NORM = 5.0
 
 # name -> (ModelConfig overrides, protocol)
 CASES = {
@@ -108,18 +118,21 @@ def write_dataset(path: str, seed: int) -> None:
 
 def write_checkpoint(path: str, model: torch.nn.Module, config: M.ModelConfig, protocol: M.Protocol,
                      seed: int) -> None:
-    """The state_dict as an `mman-checkpoint/1` file: one float32 dataset per parameter,
-    named exactly as in the state_dict."""
+    """The state_dict as an `mman-checkpoint/1` file (include/mman/train/checkpoint.h):
+    one float32 dataset per parameter at the root, named exactly as in the state_dict,
+    and the root attributes schema, model_type, model_name, config, protocol, epoch,
+    seed, metrics."""
     with h5py.File(path, "w") as f:
         f.attrs["schema"] = "mman-checkpoint/1"
         f.attrs["model_type"] = config.type
+        f.attrs["model_name"] = config.name
         f.attrs["config"] = json.dumps(asdict(config))
         f.attrs["protocol"] = protocol.name
         f.attrs["epoch"] = 0
         f.attrs["seed"] = seed
         f.attrs["metrics"] = "{}"
         for name, value in model.state_dict().items():
-            f.create_dataset(f"params/{name}", data=value.detach().cpu().float().numpy())
+            f.create_dataset(name, data=value.detach().cpu().float().numpy())
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,7 +184,7 @@ def run_case(model: torch.nn.Module, batch: M.PaddedBatch, n: int, dtype: torch.
     optimizer = M.make_optimizer(model, LR)
     losses, norms = [], []
     for _ in range(TRAIN_STEPS):
-        loss, norm = M.train_step(model, optimizer, batch)
+        loss, norm = M.train_step(model, optimizer, batch, clip_norm=CLIP_NORM)
         losses.append(loss)
         norms.append(norm)
     model.eval()
