@@ -41,6 +41,9 @@ void Mma::init(ParamStore& params, Rng& rng) const {
 }
 
 namespace {
+// Loops over fewer elements than this run on one thread (a parallel region costs more).
+constexpr int64_t kParallelWork = 32768;
+
 float dot(const float* a, const float* b, int n) {
   float s = 0.0f;
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
@@ -82,7 +85,9 @@ void Mma::forward(const ParamStore& params, int64_t rows, const float* const* x,
   }
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-#pragma omp parallel for schedule(static)
+  // Per-row work is ~3 M^2 d flops: threads only pay off for batches of real size.
+  const bool parallel = rows * mc * mc * d > kParallelWork;
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; ++r) {
     float* alpha = ctx.alpha.row(r);
     float* qn = ctx.qnorm.row(r);
@@ -119,7 +124,7 @@ void Mma::forward(const ParamStore& params, int64_t rows, const float* const* x,
     if (!concat) drop_z_[m].forward(ctx.z[m].data(), ctx.z[m].data(), ctx.z[m].size(), mode, key, unused);
     const Tensor& xh = ctx.xhat[m];
     const Tensor& z = ctx.z[m];
-#pragma omp parallel for schedule(static) if (rows * d > 65536)
+#pragma omp parallel for schedule(static) if (rows * d > kParallelWork)
     for (int64_t r = 0; r < rows; ++r) {
       float* o = out.row(r) + static_cast<int64_t>(m) * width;
       const float* xr = xh.row(r);
@@ -150,7 +155,7 @@ void Mma::backward(ParamStore& params, int64_t rows, const float* const* x, cons
   // Split dout into dxhat (skip path) and dz (attention path, through its dropout).
   std::vector<Tensor>& dz = ctx.z;  // z itself is no longer needed
   for (int m = 0; m < mc; ++m) {
-#pragma omp parallel for schedule(static) if (rows * d > 65536)
+#pragma omp parallel for schedule(static) if (rows * d > kParallelWork)
     for (int64_t r = 0; r < rows; ++r) {
       const float* g = dout.row(r) + static_cast<int64_t>(m) * width;
       std::copy_n(g, d, ctx.dxhat[m].row(r));
@@ -163,7 +168,8 @@ void Mma::backward(ParamStore& params, int64_t rows, const float* const* x, cons
   }
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-#pragma omp parallel for schedule(static)
+  const bool parallel = rows * mc * mc * d > kParallelWork;
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; ++r) {
     const float* alpha = ctx.alpha.row(r);
     float de[kMmaMaxModalities * kMmaMaxModalities];
