@@ -79,3 +79,18 @@ std::unique_ptr<Model> make_model(const ModelConfig& config, const DataShape& sh
 std::vector<std::string> model_types();
 
 }  // namespace mman
+
+namespace mman {
+
+// The config with the type's defaults filled in (as make_model uses it and Model::config()
+// reports it): name = type when empty; modalities audio / visual / text for
+// clstm_speech / clstm_visual / clstm_text and all three (audio, visual, text) for
+// clstm_ef and clstm_mma; lstm_layers 2 for uni-modal and EF, 1 for clstm_lf and
+// clstm_mma; subnets of clstm_lf = clstm_speech, clstm_visual, clstm_text and of mman =
+// clstm_mma, clstm_speech, clstm_visual, clstm_text, each with the SPEC defaults (a
+// composite's own hyperparameters configure its top part only, as in the PyTorch
+// reference tests/torch/mman_torch.py; list subnets explicitly to change theirs); every
+// subnet resolved in turn. Throws mman::Error for an unknown type.
+ModelConfig resolved_config(const ModelConfig& config);
+
+}  // namespace mman
