@@ -251,6 +251,7 @@ def main(argv=None) -> int:
     if not args.out:
         parser.error("--out is required")
     torch.set_num_threads(1)  # the test machine's cores are shared; results do not depend on it
+    M.self_check(verbose=False)  # parameter counts of SPEC section 2: the reference is the right network
     os.makedirs(args.out, exist_ok=True)
     data_path = os.path.join(args.out, "data.h5")
     write_dataset(data_path, args.seed)

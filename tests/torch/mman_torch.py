@@ -450,11 +450,13 @@ EXPECTED_PARAMETERS = {
 }
 
 
-def _self_check() -> None:
+def self_check(verbose: bool = True) -> None:
+    """Asserts the parameter counts of SPEC section 2 and the padding/masking invariants."""
     for t, expected in EXPECTED_PARAMETERS.items():
         n = count_parameters(build_model(ModelConfig(type=t), IEMOCAP_DIMS, 4))
         assert n == expected, f"{t}: {n} parameters, SPEC says {expected}"
-        print(f"{t:13s} {n:>10,d} parameters  ok")
+        if verbose:
+            print(f"{t:13s} {n:>10,d} parameters  ok")
 
     # Padding never leaks into the valid rows: a conversation's logits do not depend on
     # which other conversations share its batch (bidirectional included).
@@ -479,8 +481,9 @@ def _self_check() -> None:
     by_hand = torch.stack([-torch.log_softmax(logits[t, b].view(4, 2), -1)[k, int(k == targets[t, b])]
                            for t, b in keep.nonzero().tolist() for k in range(4)]).mean()
     assert torch.allclose(b4, by_hand)
-    print("padding and masking invariants ok")
+    if verbose:
+        print("padding and masking invariants ok")
 
 
 if __name__ == "__main__":
-    _self_check()
+    self_check()
