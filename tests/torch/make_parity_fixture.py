@@ -154,7 +154,7 @@ def make_trained_looking(model: torch.nn.Module, config: M.ModelConfig, generato
     the subnets' output layers of a composite (so the fused probabilities vary) and the
     MMA query projections (so alpha is far from 1/3)."""
     with torch.no_grad():
-        if isinstance(model, M._Fusion):
+        if isinstance(model, M.FusionModel):
             for net in model.subnets.values():
                 head = net.clstm.out if isinstance(net, M.CLSTMMMA) else net.out
                 head.weight.mul_(12.0)
@@ -206,7 +206,7 @@ def make_case(out_dir: str, name: str, ds: M.Dataset, seed: int) -> None:
     torch.manual_seed(seed)
     model = M.build_model(config, ds.dims, protocol.num_outputs, protocol.heads)
     make_trained_looking(model, config, torch.Generator().manual_seed(seed + 1))
-    if isinstance(model, M._Fusion):
+    if isinstance(model, M.FusionModel):
         model.freeze_subnets()  # stage 2: only the fusion head / top cLSTM trains
 
     os.makedirs(os.path.join(out_dir, name), exist_ok=True)

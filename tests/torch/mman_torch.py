@@ -223,7 +223,7 @@ class CLSTMMMA(nn.Module):
         return self.clstm(x, lengths)
 
 
-class _Fusion(nn.Module):
+class FusionModel(nn.Module):
     """Shared part of the late-fusion models: sub-networks whose class probabilities
     are concatenated in sub-network order. Stage 2 freezes them: no gradients, and
     evaluation mode even while the fusion head trains."""
@@ -234,7 +234,7 @@ class _Fusion(nn.Module):
         self.heads = heads
         self.frozen = False
 
-    def freeze_subnets(self, frozen: bool = True) -> "_Fusion":
+    def freeze_subnets(self, frozen: bool = True) -> "FusionModel":
         self.frozen = frozen
         self.subnets.requires_grad_(not frozen)
         return self.train(self.training)
@@ -251,7 +251,7 @@ class _Fusion(nn.Module):
                              dim=-1)
 
 
-class CLSTMLF(_Fusion):
+class CLSTMLF(FusionModel):
     """clstm_lf: the uni-modal networks' softmax outputs, concatenated, into a cLSTM
     block with one LSTM layer."""
 
@@ -265,7 +265,7 @@ class CLSTMLF(_Fusion):
         return self.clstm(self.subnet_probabilities(inputs, lengths), lengths)
 
 
-class MMAN(_Fusion):
+class MMAN(FusionModel):
     """mman: the sub-networks' softmax outputs, concatenated, into Linear(kC -> C); the
     loss's softmax completes the paper's "dense and softmax layer"."""
 
@@ -470,6 +470,14 @@ def self_check(verbose: bool = True) -> None:
         both = model(xs, lengths)
         alone = model({m: x[:4, :1] for m, x in xs.items()}, lengths[:1])
         assert torch.allclose(both[:4, 0], alone[:, 0], atol=1e-6), cfg.type
+
+    # The cosine score clamps each norm separately (what mman's Mma mirrors): a query of
+    # norm 1e-9 against a unit key scores 1e-9 / (1e-8 * 1) = 0.1, where a clamp of the
+    # norm product would give 1e-9 / 1e-8 as well but 1 for two vectors of norm 1e-5.
+    tiny = cosine_scores(torch.tensor([[1e-9, 0.0]]), torch.tensor([[1.0, 0.0]]))
+    small = cosine_scores(torch.tensor([[1e-5, 0.0]]), torch.tensor([[1e-5, 0.0]]))
+    assert torch.allclose(tiny, torch.tensor([[0.1]])) and torch.allclose(small, torch.tensor([[1.0]])), \
+        "torch's cosine_similarity changed its eps handling; mman's Mma (kMmaCosineEps) mirrors torch 1.13"
 
     # Masked loss: padding and context-only utterances carry no loss.
     logits = torch.randn(3, 2, 8)
