@@ -148,7 +148,7 @@ def mma_of(model: torch.nn.Module):
     return None
 
 
-def make_trained_looking(model: torch.nn.Module, config: M.ModelConfig, generator: torch.Generator) -> None:
+def make_trained_looking(model: torch.nn.Module, generator: torch.Generator) -> None:
     """PyTorch's default initialisation gives near-uniform softmax outputs and near-uniform
     attention, which would test little of what follows them. Sharpen, as training would:
     the subnets' output layers of a composite (so the fused probabilities vary) and the
@@ -161,7 +161,7 @@ def make_trained_looking(model: torch.nn.Module, config: M.ModelConfig, generato
                 head.bias.uniform_(-1.0, 1.0, generator=generator)
         mma = mma_of(model)
         if mma is not None:
-            gain = 2.0 if config.score == "cosine" else 4.0
+            gain = 2.0 if mma.mma.score == "cosine" else 4.0  # cosine scores are bounded anyway
             for q in mma.mma.q.values():
                 q.weight.mul_(gain)
 
@@ -205,7 +205,7 @@ def make_case(out_dir: str, name: str, ds: M.Dataset, seed: int) -> None:
     protocol = M.make_protocol(protocol_name, ds.label_names)
     torch.manual_seed(seed)
     model = M.build_model(config, ds.dims, protocol.num_outputs, protocol.heads)
-    make_trained_looking(model, config, torch.Generator().manual_seed(seed + 1))
+    make_trained_looking(model, torch.Generator().manual_seed(seed + 1))
     if isinstance(model, M.FusionModel):
         model.freeze_subnets()  # stage 2: only the fusion head / top cLSTM trains
 
