@@ -509,6 +509,11 @@ TEST(Lstm, RejectsBadConfigAndMismatchedCalls) {
   s.lstm.forward(s.params, s.layout, s.x.data(), y, Mode::Train, kKey, kSlot, ctx);
   const PackedLayout other = PackedLayout::from_lengths({3, 3});
   EXPECT_THROW(s.lstm.backward(s.params, other, s.x.data(), s.w.data(), dx.data(), ctx), Error);
+  const PackedLayout same_rows = PackedLayout::from_lengths({3, 1, 1});  // 5 rows, 3 steps, other sizes
+  ASSERT_EQ(same_rows.rows(), s.layout.rows());
+  EXPECT_THROW(s.lstm.backward(s.params, same_rows, s.x.data(), s.w.data(), dx.data(), ctx), Error);
+  EXPECT_THROW(s.lstm.backward(s.params, s.layout, s.x.data(), s.w.data(), s.x.data(), ctx),
+               Error);  // dx == x
   // a malformed layout, a parameter store without the layer, a default-constructed layer
   PackedLayout bad = s.layout;
   bad.step_offsets[1] = 1;

@@ -35,10 +35,11 @@ struct LstmContext {
   Mode mode = Mode::Eval;
   bool dropout_applied = false;  // whether dropped/masks of this forward are in use
   int64_t rows = -1;             // layout.rows() of the forward pass (-1: none yet)
-  int steps = 0;                 // layout.steps() of the forward pass
+  std::vector<int> batch_sizes;  // layout.batch_sizes of the forward pass
 
   // Scratch of forward/backward, meaningless between calls (kept to avoid reallocation).
   Tensor bias_sum;    // [layer*dirs + dir] x 4h: b_ih + b_hh
+  Tensor w_hh_t;      // h x 4h: W_hh^T of the layer and direction being computed
   Tensor dgates;      // rows x 4h: gradient w.r.t. gate pre-activations, one direction
   Tensor dh_rec, dc;  // convs x h: recurrent gradients w.r.t. h and c of the next step
   Tensor h_prev;      // rows x h: h of each row's previous step (0 at a conversation start)
@@ -92,7 +93,8 @@ class Lstm {
   // dy: [rows x output_dim()]; x: the forward's input; ctx: the forward's context (left
   // unchanged, so backward may run again). Parameter gradients are accumulated (+=)
   // into params.grads() (frozen parameters, ParamInfo::trainable == false, are skipped
-  // with their GEMMs); dx, when not null, is overwritten with [rows x input].
+  // with their GEMMs); dx, when not null, is overwritten with [rows x input] and must not
+  // alias x.
   void backward(ParamStore& params, const PackedLayout& layout, const float* x, const float* dy, float* dx,
                 LstmContext& ctx) const;
 
