@@ -150,6 +150,23 @@ MMAN_KERNEL void stale_shared_kernel(float* out) {
 
 MMAN_KERNEL void barrier_kernel() { __syncthreads(); }
 
+// Shared memory handed to a device function, and pointer arithmetic on it.
+MMAN_DEVICE void store_strided(MMAN_SHARED_PTR(float) dst, const float* src, int n) {
+  for (int i = static_cast<int>(threadIdx.x); i < n; i += static_cast<int>(blockDim.x)) dst[i] = src[i];
+}
+
+// Reverses each row of x [gridDim.x x cols] through dynamic shared memory of cols floats
+// (blockDim.x may be smaller or larger than cols).
+MMAN_KERNEL void reverse_rows_kernel(const float* x, float* y, int cols) {
+  MMAN_SHARED_DYNAMIC(float, row);
+  const float* xr = x + static_cast<long long>(blockIdx.x) * cols;
+  store_strided(row, xr, cols / 2);
+  store_strided(row + cols / 2, xr + cols / 2, cols - cols / 2);
+  __syncthreads();
+  for (int i = static_cast<int>(threadIdx.x); i < cols; i += static_cast<int>(blockDim.x))
+    y[static_cast<long long>(blockIdx.x) * cols + i] = row[cols - 1 - i];
+}
+
 }  // namespace
 }  // namespace mman::kernels
 
@@ -220,6 +237,30 @@ TEST(Simt, StaticAndDynamicSharedMemoryAreOneRegionPerBlock) {
     for (int b = 0; b < blocks; ++b)
       for (int t = 0; t < n; ++t) EXPECT_EQ(out[b * n + t], 1000 * b + (t + 1) % n - 100000 * (n - 1 - t));
   }
+}
+
+TEST(Simt, DynamicSharedMemoryIsSizedByTheLaunch) {
+  const int rows = 3;
+  for (int cols : {1, 31, 64, 100}) {
+    const std::vector<float> x = uniform(static_cast<size_t>(rows) * cols, 20 + cols, -1, 1);
+    for (const EmulationOptions& o : simt::test_schedules()) {
+      SCOPED_TRACE("cols " + std::to_string(cols) + ", " + simt::describe(o));
+      ScopedEmulation scope(o);
+      std::vector<float> y(x.size());
+      MMAN_LAUNCH((LaunchConfig{dim3(rows), dim3(32), cols * sizeof(float)}), kernels::reverse_rows_kernel, x.data(),
+                  y.data(), cols);
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) EXPECT_EQ(y[r * cols + c], x[r * cols + cols - 1 - c]);
+    }
+  }
+  // One float too few: the last store is out of bounds of the dynamic region.
+  const std::vector<float> x = uniform(64, 3, -1, 1);
+  std::vector<float> y(64);
+  const std::string err = error_of([&] {
+    MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(32), 63 * sizeof(float)}), kernels::reverse_rows_kernel, x.data(),
+                y.data(), 64);
+  });
+  EXPECT_NE(err.find("index 63 is out of bounds of shared array `row` (63 elements"), std::string::npos) << err;
 }
 
 TEST(Simt, ScheduleOrdersThreadsAndBlocksAsAsked) {
@@ -307,6 +348,12 @@ TEST(Simt, BadLaunchConfigurationsAreErrors) {
   EXPECT_NE(error_of([&] {
               MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(32), 64 * 1024}), kernels::partial_barrier_kernel, out.data());
             }).find("dynamic shared memory"),
+            std::string::npos);
+  EmulationOptions tiny_stack;
+  tiny_stack.stack_bytes = 4096;
+  ScopedEmulation scope(tiny_stack);
+  EXPECT_NE(error_of([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(32)}), kernels::partial_barrier_kernel, out.data()); })
+                .find("too small"),
             std::string::npos);
   // Device functions outside a launch are an error, not a crash.
   EXPECT_NE(error_of([] { simt::device::__syncthreads(); }).find("outside a kernel"), std::string::npos);

@@ -360,6 +360,8 @@ void check_config(const Launch& l) {
 void allocate_stacks(Launch& l) {
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   size_t size = l.options.stack_bytes ? l.options.stack_bytes : kDefaultStack;
+  if (size < 16 * 1024)
+    fail("simt: fiber stacks of {} bytes for kernel `{}` are too small: use at least 16 KiB", size, l.kernel);
   size = (size + page - 1) / page * page;
   // A guard page below each stack turns an overflow into a SIGSEGV instead of silently
   // overwriting the next fiber's stack.
