@@ -126,34 +126,34 @@ TEST_F(ConfigTest, MalformedConfigsGiveExactErrors) {
        "mman, found 'clstm_spech' (did you mean 'clstm_speech'?)"},
       {"misspelt model key", "models:\n  clstm_speech:\n    hiden: 10\n",
        "F:3:5: models.clstm_speech.hiden: unknown key 'hiden' (did you mean 'hidden'?)"},
-      {"undefined subnet", "models:\n  mman:\n    subnets: [clstm_mma, clstm_speach]\n",
-       "F:3:14: models.mman.subnets: references model 'clstm_speach', which is not defined under `models:` (did you "
-       "mean 'clstm_mma'?)"},
+      {"undefined subnet", "models:\n  clstm_mma: {}\n  mman:\n    subnets: [clstm_mma, clstm_speach]\n",
+       "F:4:14: models.mman.subnets: references model 'clstm_speach', which is not defined under `models:` (did you "
+       "mean 'clstm_speech'?)"},
       {"attention key on a uni-modal model", "models:\n  clstm_speech:\n    score: cosine\n",
        "F:3:12: models.clstm_speech.score: applies to clstm_mma only, not to type clstm_speech"},
       {"unknown protocol", "data:\n  protocol: iemocap5\nmodels:\n  clstm_speech: {}\n",
        "F:2:13: data.protocol: expected one of iemocap4, iemocap6, binary4, raw, found 'iemocap5' (did you mean "
        "'iemocap4'?)"},
       {"unknown backend", "backend: gpu\nmodels:\n  clstm_speech: {}\n",
-       "F:1:10: backend: expected one of auto, cpu, cuda, found 'gpu'"},
+       "F:1:10: backend: expected one of auto, cpu, cuda, found 'gpu' (did you mean 'cpu'?)"},
       {"file and synthetic", "data:\n  file: x.h5\n  synthetic: iemocap\nmodels:\n  clstm_speech: {}\n",
        "F:3:14: data.synthetic: give either data.file or data.synthetic, not both"},
       {"stage cycle",
        "models:\n  clstm_speech: {}\n  clstm_text: {}\nstages:\n  - {name: a, models: [clstm_speech], after: [b]}\n"
        "  - {name: b, models: [clstm_text], after: [a]}\n",
-       "F:5:45: stages.a.after: stages form a cycle: a -> b -> a"},
+       "F:5:46: stages.a.after: stages form a cycle: a -> b -> a"},
       {"stage names an undefined model", "models:\n  clstm_speech: {}\nstages:\n  - {name: a, models: [clstm_spech]}\n",
-       "F:4:24: stages[0].models: references model 'clstm_spech', which is not defined under `models:` (did you mean "
+       "F:4:23: stages[0].models: references model 'clstm_spech', which is not defined under `models:` (did you mean "
        "'clstm_speech'?)"},
       {"stage after an undefined stage", "models:\n  clstm_speech: {}\nstages:\n  - {name: a, models: [clstm_speech], after: [zz]}\n",
        "F:4:46: stages.a.after: references stage 'zz', which is not defined"},
       {"model in two stages",
        "models:\n  clstm_speech: {}\nstages:\n  - {name: a, models: [clstm_speech]}\n  - {name: b, models: [clstm_speech]}\n",
-       "F:5:24: stages[1].models: model 'clstm_speech' is in more than one stage"},
+       "F:5:23: stages[1].models: model 'clstm_speech' is in more than one stage"},
       {"fusion model before its subnet",
        "models:\n  clstm_lf: {}\n  clstm_speech: {}\n  clstm_visual: {}\n  clstm_text: {}\nstages:\n"
        "  - {name: a, models: [clstm_lf, clstm_speech, clstm_visual, clstm_text]}\n",
-       "F:7:24: stages.a.models: fusion model 'clstm_lf' needs its sub-network 'clstm_speech' trained in an earlier "
+       "F:7:23: stages.a.models: fusion model 'clstm_lf' needs its sub-network 'clstm_speech' trained in an earlier "
        "stage (add `after: [a]`)"},
       {"self-referencing fusion model", "models:\n  mman:\n    subnets: [mman]\n",
        "F:3:14: models.mman.subnets: model 'mman' cannot be its own sub-network"},
@@ -164,7 +164,7 @@ TEST_F(ConfigTest, MalformedConfigsGiveExactErrors) {
        "F:3:5: models.speech_small.type: is required (one of clstm_speech, clstm_visual, clstm_text, clstm_ef, "
        "clstm_lf, clstm_mma, mman)"},
       {"clip norm and value", "models:\n  clstm_speech: {}\ntrain:\n  clip: {norm: 5, value: 0.001}\n",
-       "F:4:27: train.clip.value: give either clip.norm or clip.value, not both"},
+       "F:4:26: train.clip.value: give either clip.norm or clip.value, not both"},
       {"duplicate seeds", "models:\n  clstm_speech: {}\ntrain:\n  seeds: [1, 1]\n",
        "F:4:10: train.seeds: seeds must be distinct"},
       {"valid fraction out of range", "data:\n  valid_fraction: 1.5\nmodels:\n  clstm_speech: {}\n",

@@ -26,6 +26,39 @@ int main(int argc, char** argv) {
 
   CLI::App* info_cmd = app.add_subcommand("info", "version, build, BLAS, threads and CUDA state");
 
+  RunArgs run;
+  CLI::App* run_cmd = app.add_subcommand("run", "run an experiment (YAML) and write its run directory");
+  run_cmd->add_option("config", run.config, "experiment YAML file (optional with --resume DIR)");
+  run_cmd->add_option("--set", run.sets, "override a config value: key.path=value (repeatable)")->take_all();
+  run_cmd->add_option("--out", run.out, "run directory (default: output.dir of the config)");
+  run_cmd->add_option("--backend", run.backend, "auto, cpu or cuda (default: the config's)");
+  run_cmd->add_option("--threads", run.threads, "CPU threads, 0 = all cores (default: the config's)")->check(CLI::Range(0, 1024));
+  CLI::Option* resume_opt = run_cmd->add_option("--resume", run.resume_dir, "continue an interrupted run (its directory, default: the config's)")
+                                ->expected(0, 1);
+
+  ParamsArgs params;
+  CLI::App* params_cmd = app.add_subcommand("params", "parameter counts of every model of an experiment");
+  params_cmd->add_option("config", params.config, "experiment YAML file")->required();
+  params_cmd->add_option("--set", params.sets, "override a config value: key.path=value (repeatable)")->take_all();
+  params_cmd->add_flag("--verbose,-v", params.verbose, "list every tensor");
+
+  EvalArgs eval;
+  CLI::App* eval_cmd = app.add_subcommand("eval", "evaluate a checkpoint on a dataset split");
+  eval_cmd->add_option("checkpoint", eval.checkpoint, "mman-checkpoint/1 file")->required();
+  eval_cmd->add_option("--data", eval.data, "mman-dataset/1 file")->required();
+  eval_cmd->add_option("--split", eval.split, "split to score: test (default), valid, train or all");
+  eval_cmd->add_option("--protocol", eval.protocol, "label protocol (default: the checkpoint's)");
+  eval_cmd->add_flag("--json", eval.json, "print the metrics as JSON");
+
+  EvalArgs predict;
+  predict.split = "all";
+  CLI::App* predict_cmd = app.add_subcommand("predict", "per-utterance predictions (and attention weights) as CSV");
+  predict_cmd->add_option("checkpoint", predict.checkpoint, "mman-checkpoint/1 file")->required();
+  predict_cmd->add_option("--data", predict.data, "mman-dataset/1 file")->required();
+  predict_cmd->add_option("--out", predict.out, "CSV file to write")->required();
+  predict_cmd->add_option("--split", predict.split, "conversations to predict: all (default), train, valid or test");
+  predict_cmd->add_option("--protocol", predict.protocol, "label protocol (default: the checkpoint's)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -36,6 +69,13 @@ int main(int argc, char** argv) {
     if (*synth_cmd) return cmd_synth(synth);
     if (*inspect_cmd) return cmd_inspect(inspect);
     if (*info_cmd) return cmd_info();
+    if (*run_cmd) {
+      run.resume = resume_opt->count() > 0;
+      return cmd_run(run);
+    }
+    if (*params_cmd) return cmd_params(params);
+    if (*eval_cmd) return cmd_eval(eval);
+    if (*predict_cmd) return cmd_predict(predict);
   } catch (const mman::Error& e) {
     std::fflush(stdout);
     fmt::print(stderr, "mman_exp: error: {}\n", e.what());

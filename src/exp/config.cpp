@@ -161,6 +161,10 @@ std::string resolve_yaml(const ExperimentConfig& c) {
 
 }  // namespace
 
+namespace {
+ExperimentConfig build_experiment(YAML::Node root, const std::shared_ptr<YamlSource>& source, const std::string& file);
+}  // namespace
+
 const ModelEntry* ExperimentConfig::find_model(const std::string& name) const {
   for (const ModelEntry& m : models)
     if (m.name == name) return &m;
@@ -169,7 +173,18 @@ const ModelEntry* ExperimentConfig::find_model(const std::string& name) const {
 
 ExperimentConfig load_experiment(const std::string& file, const std::vector<std::string>& overrides) {
   auto source = std::make_shared<YamlSource>();
-  YAML::Node root = load_yaml_with_overrides(file, overrides, *source);
+  return build_experiment(load_yaml_with_overrides(file, overrides, *source), source, file);
+}
+
+ExperimentConfig parse_experiment(const std::string& yaml_text, const std::string& source_name,
+                                  const std::vector<std::string>& overrides) {
+  auto source = std::make_shared<YamlSource>();
+  return build_experiment(parse_yaml_with_overrides(yaml_text, source_name, overrides, *source), source, source_name);
+}
+
+namespace {
+
+ExperimentConfig build_experiment(YAML::Node root, const std::shared_ptr<YamlSource>& source, const std::string& file) {
   YamlMap r(source, root, "");
   ExperimentConfig c;
   c.file = file;
@@ -272,6 +287,8 @@ ExperimentConfig load_experiment(const std::string& file, const std::vector<std:
 
   // Sub-network references: explicit names must be defined; the defaults of a fusion type
   // are defined implicitly (with default hyperparameters) when the file does not.
+  std::vector<std::string> candidates = names;
+  candidates.insert(candidates.end(), types.begin(), types.end());
   for (size_t i = 0; i < c.models.size(); ++i) {
     const ModelEntry entry = c.models[i];
     for (const std::string& sub : entry.subnet_names) {
@@ -279,7 +296,7 @@ ExperimentConfig load_experiment(const std::string& file, const std::vector<std:
       if (subnet_nodes.count(entry.name))
         throw Error(yaml_error_message(*source, subnet_nodes[entry.name], "models." + entry.name + ".subnets",
                                        fmt::format("references model '{}', which is not defined under `models:`{}",
-                                                   sub, did_you_mean(sub, names))));
+                                                   sub, did_you_mean(sub, candidates))));
       ModelEntry implicit;
       implicit.name = sub;
       implicit.model.type = sub;
@@ -428,5 +445,7 @@ ExperimentConfig load_experiment(const std::string& file, const std::vector<std:
   c.resolved_yaml = resolve_yaml(c);
   return c;
 }
+
+}  // namespace
 
 }  // namespace mman

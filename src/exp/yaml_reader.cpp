@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <sstream>
 
 #include "mman/error.h"
 
@@ -107,7 +108,10 @@ YAML::Node YamlMap::raw(const std::string& key) const {
   const_cast<YamlMap*>(this)->known_.insert(key);
   if (!node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
   const YAML::Node& n = node_;
-  return n[key];
+  const YAML::Node child = n[key];
+  // A missing key yields an "invalid" node on which most calls throw; hand out a valid
+  // undefined node instead.
+  return child.IsDefined() ? child : YAML::Node(YAML::NodeType::Undefined);
 }
 
 void YamlMap::fail(const YAML::Node& node, const std::string& path, const std::string& message) const {
@@ -259,13 +263,20 @@ void YamlMap::finish() const {
 
 YAML::Node load_yaml_with_overrides(const std::string& file, const std::vector<std::string>& overrides,
                                     YamlSource& source) {
-  source.file = file;
-  source.overrides.clear();
   std::ifstream in(file);
   if (!in) fail("{}: cannot open the config file", file);
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_yaml_with_overrides(text.str(), file, overrides, source);
+}
+
+YAML::Node parse_yaml_with_overrides(const std::string& text, const std::string& file,
+                                     const std::vector<std::string>& overrides, YamlSource& source) {
+  source.file = file;
+  source.overrides.clear();
   YAML::Node root;
   try {
-    root = YAML::Load(in);
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     fail("{}:{}:{}: invalid YAML: {}", file, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
@@ -277,7 +288,7 @@ YAML::Node load_yaml_with_overrides(const std::string& file, const std::vector<s
     if (eq == std::string::npos || eq == 0)
       fail("--set {}: expected key.path=value (e.g. --set train.lr=0.0005)", item);
     const std::string path = item.substr(0, eq);
-    const std::string text = item.substr(eq + 1);
+    const std::string value_text = item.substr(eq + 1);
     std::vector<std::string> parts;
     size_t start = 0;
     while (true) {
@@ -290,7 +301,7 @@ YAML::Node load_yaml_with_overrides(const std::string& file, const std::vector<s
       if (p.empty()) fail("--set {}: empty component in key path '{}'", item, path);
     YAML::Node value;
     try {
-      value = YAML::Load(text);
+      value = YAML::Load(value_text);
     } catch (const YAML::Exception& e) {
       fail("--set {}: the value is not valid YAML: {}", item, e.msg);
     }
@@ -309,7 +320,7 @@ YAML::Node load_yaml_with_overrides(const std::string& file, const std::vector<s
       cur.reset(next);
     }
     cur[parts.back()] = value;
-    source.overrides.emplace_back(path, text);
+    source.overrides.emplace_back(path, value_text);
   }
   return root;
 }

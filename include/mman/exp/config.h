@@ -71,5 +71,8 @@ struct ExperimentConfig {
 // Reads, applies `key.path=value` overrides and validates an experiment file. Every
 // problem throws mman::Error "file:line:column: key.path: what was expected".
 ExperimentConfig load_experiment(const std::string& file, const std::vector<std::string>& overrides = {});
+// The same for YAML text in memory (e.g. the `config` attribute of a checkpoint).
+ExperimentConfig parse_experiment(const std::string& yaml_text, const std::string& source_name,
+                                  const std::vector<std::string>& overrides = {});
 
 }  // namespace mman

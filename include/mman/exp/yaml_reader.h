@@ -78,5 +78,8 @@ class YamlMap {
 // is parsed as YAML (so `[1, 2]` is a list), intermediate mappings are created.
 YAML::Node load_yaml_with_overrides(const std::string& file, const std::vector<std::string>& overrides,
                                     YamlSource& source);
+// The same for YAML text already in memory; `file` names it in messages.
+YAML::Node parse_yaml_with_overrides(const std::string& text, const std::string& file,
+                                     const std::vector<std::string>& overrides, YamlSource& source);
 
 }  // namespace mman
