@@ -73,7 +73,12 @@ class ClstmNetwork : public Network {
   void backward(ParamStore& params, const Batch& batch, const Tensor& dlogits) override {
     check_batch_inputs(batch, in_, who_);
     // The input is data: no gradient wanted, so the LSTM skips its input-gradient GEMMs.
-    block_.backward(params, batch.layout, input(batch), dlogits, nullptr, ctx_);
+    // concat_ still holds the forward's concatenation (backward follows forward on the
+    // same batch), so it is not rebuilt.
+    const float* x = in_.index.size() == 1 ? batch.features[static_cast<size_t>(in_.index[0])].data() : concat_.data();
+    MMAN_CHECK(in_.index.size() == 1 || concat_.rows() == batch.rows(),
+               "{}: backward on a batch of {} rows after a forward of {}", who_, batch.rows(), concat_.rows());
+    block_.backward(params, batch.layout, x, dlogits, nullptr, ctx_);
   }
 
  private:
