@@ -87,6 +87,17 @@ TEST_F(ConfigTest, PerModelTrainOverridesAndSetOverrides) {
   EXPECT_EQ(c.find_model("clstm_mma")->model.skip, MmaSkip::Concat);
 }
 
+TEST_F(ConfigTest, DataFileFromTheCommandLineReplacesSyntheticData) {
+  const std::string path = write("data:\n  synthetic: {preset: iemocap, seed: 3}\nmodels:\n  clstm_speech: {}\n");
+  const ExperimentConfig c = load_experiment(path, {"data.file=corpus.h5"});
+  EXPECT_EQ(c.data.file, "corpus.h5");
+  EXPECT_TRUE(c.data.synthetic.empty());
+  const ExperimentConfig back = load_experiment(write("data:\n  file: corpus.h5\nmodels:\n  clstm_speech: {}\n"),
+                                                {"data.synthetic=iemocap"});
+  EXPECT_TRUE(back.data.file.empty());
+  EXPECT_EQ(back.data.synthetic, "iemocap");
+}
+
 TEST_F(ConfigTest, ResolvedYamlLoadsBackToTheSameConfig) {
   const ExperimentConfig a = load_experiment(write("models:\n  mman: {}\n  clstm_ef: {hidden: 32}\ntrain: {seeds: [4, 5]}\n"));
   const ExperimentConfig b = load_experiment(write(a.resolved_yaml));

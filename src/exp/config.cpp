@@ -196,7 +196,17 @@ ExperimentConfig build_experiment(YAML::Node root, const std::shared_ptr<YamlSou
   {
     YamlMap d = r.map("data");
     c.data.file = d.string("file", "");
-    if (d.has("synthetic")) {
+    // `--set data.file=...` on a config with synthetic data (or the reverse) switches the
+    // source: the command line wins over the file.
+    auto overridden = [&](const std::string& key) {
+      for (const auto& o : source->overrides)
+        if (o.first == key || o.first.compare(0, key.size() + 1, key + ".") == 0) return true;
+      return false;
+    };
+    const bool file_overridden = overridden("data.file"), synthetic_overridden = overridden("data.synthetic");
+    if (file_overridden && !synthetic_overridden) d.raw("synthetic");  // known, ignored
+    if (synthetic_overridden && !file_overridden) c.data.file.clear();
+    if (d.has("synthetic") && !(file_overridden && !synthetic_overridden)) {
       if (!c.data.file.empty()) d.fail_key("synthetic", "give either data.file or data.synthetic, not both");
       const YAML::Node syn = d.raw("synthetic");
       if (syn.IsScalar()) {

@@ -1,0 +1,204 @@
+// mman_exp run / eval / predict / params as a user runs them: outputs, SIGINT + --resume identity, errors.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "support/test_support.h"
+
+namespace mman {
+namespace {
+namespace fs = std::filesystem;
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string exe() { return test::mman_exp_binary(); }
+std::string smoke() { return std::string(MMAN_SOURCE_DIR) + "/experiments/smoke.yaml"; }
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(line);
+  return out;
+}
+
+std::vector<std::string> split_csv(const std::string& line) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : line) {
+    if (c == ',') {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+// metrics.csv without the wall-time column, which legitimately differs between runs.
+std::string metrics_without_seconds(const std::string& path) {
+  std::string out;
+  for (const std::string& line : lines_of(slurp(path))) {
+    const auto cells = split_csv(line);
+    for (size_t i = 0; i + 1 < cells.size(); ++i) out += cells[i] + ",";
+    out += "\n";
+  }
+  return out;
+}
+
+TEST(CliRun, RunThenEvalAndPredictAgreeWithTheReport) {
+  test::TempDir dir;
+  const std::string data = dir.file("synth.h5");
+  ASSERT_EQ(test::run_command(exe() + " synth --preset iemocap --seed 0 --out " + data).exit_code, 0);
+  const std::string run = dir.file("run");
+  const test::CommandResult r =
+      test::run_command(exe() + " run " + smoke() + " --out " + run + " --set output.plots=false --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Table 2 layout (test):"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("Synthetic IEMOCAP-shaped data"), std::string::npos);
+  const nlohmann::json results = nlohmann::json::parse(slurp(run + "/results.json"));
+
+  // eval of the saved MMAN on the same data reproduces the run's test metrics.
+  const std::string ckpt = run + "/checkpoints/seed0/mman.h5";
+  const test::CommandResult ev = test::run_command(exe() + " eval " + ckpt + " --data " + data + " --json");
+  ASSERT_EQ(ev.exit_code, 0) << ev.output;
+  const nlohmann::json em = nlohmann::json::parse(ev.output.substr(ev.output.find('{')));
+  EXPECT_DOUBLE_EQ(em["metrics"]["accuracy"].get<double>(),
+                   results["models"]["mman"]["per_seed"]["0"]["test"]["accuracy"].get<double>());
+  EXPECT_EQ(em["metrics"]["classes"]["confusion"], results["models"]["mman"]["per_seed"]["0"]["test"]["classes"]["confusion"]);
+
+  // predict: one row per utterance, probabilities summing to one, argmax = prediction,
+  // and the 3x3 attention of MMAN's attention sub-network, each query's row summing to one.
+  const std::string preds = dir.file("preds.csv");
+  const test::CommandResult pr = test::run_command(exe() + " predict " + ckpt + " --data " + data + " --out " + preds);
+  ASSERT_EQ(pr.exit_code, 0) << pr.output;
+  const auto rows = lines_of(slurp(preds));
+  ASSERT_EQ(rows.size(), 1u + 5810u + 1623u);
+  const auto header = split_csv(rows[0]);
+  ASSERT_EQ(header.size(), 7u + 4u + 9u);
+  EXPECT_EQ(header[0], "conversation");
+  EXPECT_EQ(header[6], "prediction");
+  EXPECT_EQ(header[7], "p_happy");
+  EXPECT_EQ(header[11], "att_audio_audio");
+  EXPECT_EQ(header[19], "att_text_text");
+  int tested = 0;
+  for (size_t i = 1; i < rows.size(); i += 97) {
+    const auto cells = split_csv(rows[i]);
+    ASSERT_EQ(cells.size(), header.size()) << rows[i];
+    double sum = 0, best = -1;
+    std::string arg;
+    for (int c = 0; c < 4; ++c) {
+      const double p = std::stod(cells[7 + static_cast<size_t>(c)]);
+      sum += p;
+      if (p > best) {
+        best = p;
+        arg = header[7 + static_cast<size_t>(c)].substr(2);
+      }
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-4);
+    EXPECT_EQ(cells[6], arg);
+    for (int q = 0; q < 3; ++q) {
+      double a = 0;
+      for (int k = 0; k < 3; ++k) a += std::stod(cells[11 + static_cast<size_t>(3 * q + k)]);
+      EXPECT_NEAR(a, 1.0, 1e-4);
+    }
+    ++tested;
+  }
+  EXPECT_GT(tested, 50);
+
+  // params lists every model with its exact count.
+  const test::CommandResult pa = test::run_command(exe() + " params " + smoke());
+  ASSERT_EQ(pa.exit_code, 0) << pa.output;
+  EXPECT_NE(pa.output.find("mman"), std::string::npos);
+  EXPECT_NE(pa.output.find(std::to_string(results["models"]["mman"]["parameters"]["total"].get<int64_t>())),
+            std::string::npos)
+      << pa.output;
+}
+
+TEST(CliRun, SigintThenResumeEqualsAnUninterruptedRun) {
+  test::TempDir dir;
+  const std::string opts = " --set output.plots=false --set train.epochs=5 --threads 1";
+  const std::string full = dir.file("full");
+  ASSERT_EQ(test::run_command(exe() + " run " + smoke() + " --out " + full + opts).exit_code, 0);
+
+  // Interrupt at several points: early (first model), and later (a later model).
+  int interrupted = 0;
+  for (int wait_rows : {2, 9}) {
+    const std::string run = dir.file("interrupted" + std::to_string(wait_rows));
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const std::string cmd = exe() + " run " + smoke() + " --out " + run + opts + " > " + run + ".out 2>&1";
+      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    // Wait until metrics.csv shows enough completed epochs, then press Ctrl-C.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (lines_of(slurp(run + "/metrics.csv")).size() > static_cast<size_t>(wait_rows)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    kill(pid, SIGINT);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status)) << "killed by a signal";
+    const std::string out = slurp(run + ".out");
+    if (WEXITSTATUS(status) == 0) continue;  // it finished before the signal arrived: nothing to resume
+    EXPECT_EQ(WEXITSTATUS(status), 130) << out;
+    ++interrupted;
+    EXPECT_NE(out.find("--resume"), std::string::npos) << out;
+    const nlohmann::json partial = nlohmann::json::parse(slurp(run + "/results.json"));
+    EXPECT_FALSE(partial["complete"].get<bool>());
+
+    const test::CommandResult resumed = test::run_command(exe() + " run " + smoke() + " --out " + run + opts + " --resume");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    const nlohmann::json a = nlohmann::json::parse(slurp(full + "/results.json"));
+    const nlohmann::json b = nlohmann::json::parse(slurp(run + "/results.json"));
+    for (const char* m : {"clstm_speech", "clstm_visual", "clstm_text", "clstm_mma", "mman"})
+      EXPECT_EQ(b["models"][m]["per_seed"]["0"]["test"], a["models"][m]["per_seed"]["0"]["test"]) << m;
+    EXPECT_EQ(metrics_without_seconds(run + "/metrics.csv"), metrics_without_seconds(full + "/metrics.csv"));
+  }
+  EXPECT_GE(interrupted, 1) << "every run finished before SIGINT arrived: the test proved nothing";
+}
+
+TEST(CliRun, BadInvocationsFailClearlyWithoutWritingARun) {
+  test::TempDir dir;
+  const std::string run = dir.file("run");
+  struct Case {
+    std::string args, expected;
+  };
+  const Case cases[] = {
+      {"run " + dir.file("missing.yaml") + " --out " + run, "missing.yaml: cannot open the config file"},
+      {"run " + smoke() + " --out " + run + " --set train.lr=fast", "--set train.lr=fast: train.lr: expected a number"},
+      {"run " + smoke() + " --out " + run + " --backend cuda", "backend cuda:"},
+      {"run " + smoke() + " --out " + run + " --set data.file=" + dir.file("none.h5"), "none.h5"},
+      {"run " + smoke() + " --out " + run + " --resume", "nothing to resume"},
+      {"eval " + dir.file("none.h5") + " --data " + dir.file("none.h5"), "none.h5"},
+  };
+  for (const Case& c : cases) {
+    const test::CommandResult r = test::run_command(exe() + " " + c.args);
+    EXPECT_EQ(r.signal, 0) << c.args;
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.args << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(run + "/config.yaml")) << c.args;
+  }
+}
+
+}  // namespace
+}  // namespace mman
