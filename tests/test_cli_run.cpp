@@ -202,3 +202,38 @@ TEST(CliRun, BadInvocationsFailClearlyWithoutWritingARun) {
 
 }  // namespace
 }  // namespace mman
+
+namespace mman {
+namespace {
+
+// SPEC section 3: "A file in this layout made by any tool (for example from a PyTorch
+// state_dict with h5py) loads and predicts."
+TEST(CliRun, CheckpointWrittenByPyTorchWithH5pyPredictsTheSame) {
+  test::TempDir dir;
+  const std::string data = dir.file("synth.h5");
+  ASSERT_EQ(test::run_command(exe() + " synth --preset iemocap --seed 1 --out " + data).exit_code, 0);
+  for (const bool with_config : {false, true}) {
+    const std::string ckpt = dir.file(with_config ? "torch_cfg.h5" : "torch.h5");
+    const std::string probs = dir.file("probs.npy");
+    const test::CommandResult w = test::run_command(
+        test::python_binary() + " " + MMAN_TEST_SOURCE_DIR + "/torch/write_torch_checkpoint.py clstm_speech " + data +
+        " " + ckpt + " " + probs + (with_config ? " --config-json" : ""));
+    if (w.exit_code == 3) GTEST_SKIP() << "torch (or h5py) is not importable by " << test::python_binary() << ": " << w.output;
+    ASSERT_EQ(w.exit_code, 0) << w.output;
+    const std::string preds = dir.file("preds.csv");
+    const test::CommandResult p = test::run_command(exe() + " predict " + ckpt + " --data " + data + " --out " + preds);
+    ASSERT_EQ(p.exit_code, 0) << p.output;
+    // Compare our probabilities with PyTorch's (both on the raw features: a foreign
+    // checkpoint carries no normalisation).
+    const test::CommandResult cmp = test::run_command(
+        test::python_binary() + " -c \"import numpy as np, csv, sys; p = np.load('" + probs +
+        "'); rows = list(csv.DictReader(open('" + preds +
+        "'))); assert len(rows) == p.shape[0], (len(rows), p.shape); "
+        "ours = np.array([[float(r['p_' + c]) for c in ('happy', 'sad', 'neutral', 'angry')] for r in rows]); "
+        "err = np.abs(ours - p).max(); print('max abs diff', err); sys.exit(0 if err < 1e-4 else 1)\"");
+    EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+  }
+}
+
+}  // namespace
+}  // namespace mman

@@ -2,6 +2,7 @@
 #include "mman/exp/saved_model.h"
 
 #include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
 
 #include "mman/error.h"
 #include "mman/exp/config.h"
@@ -15,8 +16,21 @@ SavedModel load_saved_model(const std::string& checkpoint, Dataset& ds, const st
   const std::string name = s.meta.model_name.empty() ? s.meta.model_type : s.meta.model_name;
   ExperimentConfig cfg;
   if (!s.meta.config.empty()) {
+    // Either a whole experiment (what `mman_exp run` stores) or one model's settings
+    // such as {"type": "clstm_speech", "hidden": 300} (what another tool may write).
+    std::string text = s.meta.config;
     try {
-      cfg = parse_experiment(s.meta.config, checkpoint + " (attribute config)");
+      const YAML::Node root = YAML::Load(text);
+      if (root.IsMap() && !root["models"] && root["type"]) {
+        YAML::Emitter flow;
+        flow << YAML::Flow << root;
+        text = fmt::format("models:\n  {}: {}\ndata: {{normalize: false}}\n", name, flow.c_str());
+      }
+    } catch (const YAML::Exception&) {
+      // parse_experiment reports it with a location
+    }
+    try {
+      cfg = parse_experiment(text, checkpoint + " (attribute config)");
     } catch (const Error& e) {
       fail("{}: the config attribute is not a usable experiment: {}", checkpoint, e.what());
     }
