@@ -1,6 +1,8 @@
 // h5::File: round trips, type and shape checks, atomic writes, damaged files, h5py files.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -27,6 +29,11 @@ std::string error_of(Fn&& fn) {
     return e.what();
   }
   return "";
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 std::vector<std::string> files_in(const std::string& dir) {
@@ -356,6 +363,90 @@ TEST(Hdf5Io, H5pyReadsOurFiles) {
              "print('ok')\n");
   const test::CommandResult r = test::run_command(test::python_binary() + " " + script + " " + path);
   EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(Hdf5Io, SameContentGivesIdenticalBytes) {
+  TempDir dir;
+  for (const char* name : {"a.h5", "b.h5"}) {
+    File f = File::create(dir.file(name));
+    f.write_string_attr("/", "schema", "s");
+    f.write("/g/x", std::vector<float>{1, 2, 3});
+    f.write_strings("/g/h/s", {"a", "b"});
+    f.commit();
+    if (std::string(name) == "a.h5") sleep(1);  // timestamps (when recorded) have a 1 s resolution
+  }
+  EXPECT_EQ(read_bytes(dir.file("a.h5")), read_bytes(dir.file("b.h5")));
+}
+
+// ---- probe(): reads in a child process turn HDF5 crashes and hangs into errors ---------
+
+TEST(Hdf5Probe, ReturnsWhenTheReadSucceedsAndRunsItInAChild) {
+  TempDir dir;
+  const std::string path = dir.file("p.h5");
+  {
+    File f = File::create(path);
+    f.write("/x", std::vector<float>{1});
+    f.commit();
+  }
+  int touched = 0;
+  h5::probe(path, [&] {
+    File::open(path).read_float32("/x", {1});
+    touched = 1;  // in the child's copy of memory only
+  });
+  EXPECT_EQ(touched, 0);
+}
+
+TEST(Hdf5Probe, RethrowsTheChildsError) {
+  TempDir dir;
+  const std::string path = dir.file("p.h5");
+  {
+    File f = File::create(path);
+    f.write("/x", std::vector<float>{1});
+    f.commit();
+  }
+  const std::string msg = error_of([&] { h5::probe(path, [&] { File::open(path).read_float32("/y", {1}); }); });
+  EXPECT_EQ(msg, path + ": /y: missing dataset");
+}
+
+TEST(Hdf5Probe, ACrashBecomesAnErrorNamingTheLastPath) {
+  TempDir dir;
+  const std::string path = dir.file("p.h5");
+  {
+    File f = File::create(path);
+    f.write("/x", std::vector<float>{1});
+    f.write_strings("/names", {"a"});
+    f.commit();
+  }
+  const std::string msg = error_of([&] {
+    h5::probe(path, [&] {
+      const File f = File::open(path);
+      f.read_float32("/x", {1});
+      f.read_strings("/names", {1});
+      std::raise(SIGSEGV);  // stands in for HDF5 crashing on damaged data
+    });
+  });
+  EXPECT_NE(msg.find(path + ": /names: damaged HDF5 file: reading it crashed the HDF5 library"), std::string::npos)
+      << msg;
+}
+
+TEST(Hdf5Probe, AHangBecomesAnErrorAfterTheTimeout) {
+  TempDir dir;
+  const std::string path = dir.file("p.h5");
+  {
+    File f = File::create(path);
+    f.write("/x", std::vector<float>{1});
+    f.commit();
+  }
+  const std::string msg = error_of([&] {
+    h5::probe(
+        path,
+        [&] {
+          File::open(path).read_float32("/x", {1});
+          while (true) pause();
+        },
+        0.5);
+  });
+  EXPECT_NE(msg.find(path + ": /x: reading did not finish within"), std::string::npos) << msg;
 }
 
 }  // namespace

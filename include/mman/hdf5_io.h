@@ -1,6 +1,7 @@
 // h5::File: a small RAII wrapper over the HDF5 C API for datasets and checkpoints.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,9 +31,20 @@ struct ArrayInfo {
 };
 std::string describe_shape(const Shape& shape);  // "[3 x 4]", kAny shown as "?"
 
+// HDF5 1.10 can crash or hang on some damaged files (a corrupt variable-length string
+// heap, for one), and no API call can check for that beforehand. probe() runs `read`
+// (which should do the reads the caller is about to do) in a forked child process: an
+// mman::Error thrown there is rethrown here; a crash or a run past timeout_s (0: 30 s
+// plus 1 s per 10 MB of file) becomes an mman::Error naming the file, the
+// last HDF5 path the child opened and what happened. The caller then repeats the reads
+// in its own process, knowing they are safe. `read` must not use OpenMP or CUDA (a
+// forked child cannot). Where fork() fails, probe() returns without checking.
+void probe(const std::string& file, const std::function<void()>& read, double timeout_s = 0);
+
 // One open HDF5 file. Every failure throws mman::Error "<file>: <hdf5 path>: <problem>"
 // (attributes are named "<object> (attribute <name>)"), never prints HDF5's own error
-// stack and never crashes on a damaged file. Paths are absolute ("/train_state/adam/m").
+// stack. Most damage to a file gives such an error; a few kinds make HDF5 itself crash
+// or hang (see probe()). Paths are absolute ("/train_state/adam/m").
 //
 // open() reads an existing file. create() writes to a temporary file in the same folder;
 // commit() renames it into place atomically, and destroying an uncommitted File removes

@@ -3,11 +3,15 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <poll.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -191,6 +195,28 @@ Hid vlen_utf8_type() {
 }
 
 std::atomic<unsigned> g_temp_counter{0};
+
+// probe(): in the child, the pipe to the parent; -1 everywhere else.
+int g_probe_fd = -1;
+
+// Sends one record (a type letter, a 32-bit length, the text) to the probing parent.
+void probe_send(char type, const std::string& text) {
+  if (g_probe_fd < 0) return;
+  std::string rec(1, type);
+  const uint32_t len = static_cast<uint32_t>(text.size());
+  rec.append(reinterpret_cast<const char*>(&len), sizeof len);
+  rec += text;
+  size_t done = 0;
+  while (done < rec.size()) {
+    const ssize_t n = ::write(g_probe_fd, rec.data() + done, rec.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Tells a probing parent which object is being read, so a crash can be located.
+void note_path(const std::string& label) { probe_send('P', label); }
 
 }  // namespace
 
@@ -420,6 +446,7 @@ bool File::is_dataset(const std::string& path) const {
 }
 
 std::vector<std::string> File::children(const std::string& group) const {
+  note_path(group);
   if (!exists(group)) fail(group, "missing group");
   Hid g = open_object(id_, group);
   if (!g.ok() || H5Iget_type(g.get()) != H5I_GROUP) fail(group, "expected a group, found a dataset");
@@ -450,7 +477,9 @@ void File::create_group(const std::string& path) {
       if (object_kind(id_, prefix) != H5I_GROUP) fail(prefix, "exists and is not a group");
       continue;
     }
-    Hid g(H5Gcreate2(id_, prefix.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+    Hid gcpl(H5Pcreate(H5P_GROUP_CREATE), H5Pclose);
+    H5Pset_obj_track_times(gcpl.get(), 0);
+    Hid g(H5Gcreate2(id_, prefix.c_str(), H5P_DEFAULT, gcpl.get(), H5P_DEFAULT), H5Gclose);
     if (!g.ok()) fail(prefix, "cannot create the group" + hdf5_detail());
   }
 }
@@ -466,7 +495,45 @@ void File::remove(const std::string& path) {
 
 namespace {
 
+// A damaged file can declare shapes far larger than what it stores; allocating for them
+// would exhaust memory (or hang zero-filling it) before HDF5 noticed. The stored bytes of
+// a contiguous dataset must lie inside the file; anything else must at least fit in RAM.
+void check_declared_size(const File& f, hid_t file, const Source& s) {
+  int64_t elements = 1;
+  for (int64_t d : s.info.shape)
+    if (d != 0 && __builtin_mul_overflow(elements, d, &elements))
+      f.fail(s.label, "damaged: its shape " + describe_shape(s.info.shape) + " overflows");
+  for (int64_t d : s.info.shape)
+    if (d == 0) elements = 0;
+  int64_t bytes = 0;
+  const int64_t type_size = static_cast<int64_t>(std::max<size_t>(s.info.type.size, 1));
+  if (__builtin_mul_overflow(elements, type_size, &bytes))
+    f.fail(s.label, "damaged: its shape " + describe_shape(s.info.shape) + " overflows");
+  if (bytes == 0) return;
+  if (s.is_attr) {
+    if (static_cast<int64_t>(H5Aget_storage_size(s.object.get())) < bytes)
+      f.fail(s.label, fmt::format("damaged: {} needs {} bytes but {} are stored", s.info.describe(), bytes,
+                                  H5Aget_storage_size(s.object.get())));
+    return;
+  }
+  hsize_t file_size = 0;
+  H5Fget_filesize(file, &file_size);
+  const haddr_t offset = H5Dget_offset(s.object.get());
+  H5Eclear2(H5E_DEFAULT);
+  if (offset != HADDR_UNDEF) {  // contiguous and allocated
+    if (offset > file_size || static_cast<uint64_t>(bytes) > file_size - offset)
+      f.fail(s.label, fmt::format("damaged: {} ({} bytes at offset {}) extends beyond the end of the file ({} bytes)",
+                                  s.info.describe(), bytes, offset, file_size));
+    return;
+  }
+  const int64_t ram = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<int64_t>(sysconf(_SC_PAGE_SIZE));
+  if (ram > 0 && bytes > ram)
+    f.fail(s.label, fmt::format("{} needs {} bytes, more than this machine's memory (damaged file?)",
+                                s.info.describe(), bytes));
+}
+
 Source open_dataset(const File& f, hid_t file, const std::string& path) {
+  note_path(path);
   if (!f.exists(path)) f.fail(path, "missing dataset");
   Source s;
   s.label = path;
@@ -478,11 +545,13 @@ Source open_dataset(const File& f, hid_t file, const std::string& path) {
   if (!s.type.ok() || !s.space.ok() || !space_info(s.space.get(), s.info))
     f.fail(path, "cannot read the type or shape" + hdf5_detail());
   s.info.type = type_info(s.type.get());
+  check_declared_size(f, file, s);
   return s;
 }
 
 Source open_attribute(const File& f, hid_t file, const std::string& object, const std::string& name) {
   const std::string label = object + " (attribute " + name + ")";
+  note_path(label);
   if (!f.exists(object)) f.fail(object, "missing object (looking for attribute " + name + ")");
   Hid obj = open_object(file, object);
   if (!obj.ok()) f.fail(object, "cannot open" + hdf5_detail());
@@ -499,6 +568,7 @@ Source open_attribute(const File& f, hid_t file, const std::string& object, cons
   if (!s.type.ok() || !s.space.ok() || !space_info(s.space.get(), s.info))
     f.fail(label, "cannot read the type or shape" + hdf5_detail());
   s.info.type = type_info(s.type.get());
+  check_declared_size(f, file, s);
   return s;
 }
 
@@ -652,9 +722,11 @@ Hid make_space(const File& f, const std::string& path, const Shape& shape) {
 
 Hid create_dataset(File& f, hid_t file, const std::string& path, hid_t file_type, hid_t space) {
   if (f.exists(path)) f.fail(path, "already exists");
-  Hid lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-  H5Pset_create_intermediate_group(lcpl.get(), 1);
-  Hid ds(H5Dcreate2(file, path.c_str(), file_type, space, lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  const size_t slash = path.find_last_of('/');
+  if (slash != std::string::npos && slash > 0) f.create_group(path.substr(0, slash));
+  Hid dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  H5Pset_obj_track_times(dcpl.get(), 0);  // no timestamps: the same data gives the same bytes
+  Hid ds(H5Dcreate2(file, path.c_str(), file_type, space, H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
   if (!ds.ok()) f.fail(path, "cannot create the dataset" + hdf5_detail());
   return ds;
 }
@@ -861,6 +933,105 @@ void File::remove_attr(const std::string& object, const std::string& name) {
   if (!has_attr(object, name)) fail(label, "cannot remove: missing attribute");
   Hid obj = open_object(id_, object);
   if (H5Adelete(obj.get(), name.c_str()) < 0) fail(label, "cannot remove the attribute" + hdf5_detail());
+}
+
+// ---------------------------------------------------------------------------------------
+// Probing damaged files in a child process
+
+void probe(const std::string& file, const std::function<void()>& read, double timeout_s) {
+  if (timeout_s <= 0) {
+    std::error_code ec;
+    const auto size = fs::file_size(file, ec);
+    timeout_s = 30.0 + (ec ? 0.0 : static_cast<double>(size) / 1e7);
+  }
+  int fds[2];
+  if (::pipe(fds) != 0) return;
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return;
+  }
+  if (pid == 0) {
+    // The child: report how the read ends and leave without running any destructor or
+    // atexit handler of the parent's state (_exit).
+    ::close(fds[0]);
+    g_probe_fd = fds[1];
+    // glibc's and HDF5's own complaints about a damaged file ("double free", ...) would
+    // only add noise before the parent's one-line message.
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    if (devnull >= 0) ::dup2(devnull, STDERR_FILENO);
+    int code = 0;
+    try {
+      read();
+      probe_send('D', "");
+    } catch (const Error& e) {
+      probe_send('E', e.what());
+      code = 3;
+    } catch (const std::exception& e) {
+      probe_send('X', e.what());
+      code = 4;
+    } catch (...) {
+      probe_send('X', "unknown exception");
+      code = 4;
+    }
+    ::_exit(code);
+  }
+
+  ::close(fds[1]);
+  std::string out;
+  bool timed_out = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  char buf[4096];
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{fds[0], POLLIN, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1 << 30)));
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) {
+      timed_out = true;
+      break;
+    }
+    if (r < 0) break;
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  pid_t waited;
+  do waited = ::waitpid(pid, &status, 0);
+  while (waited < 0 && errno == EINTR);
+
+  std::string last_path, error, other;
+  bool done = false;
+  for (size_t pos = 0; pos + 1 + sizeof(uint32_t) <= out.size();) {
+    const char type = out[pos];
+    uint32_t len = 0;
+    std::memcpy(&len, out.data() + pos + 1, sizeof len);
+    pos += 1 + sizeof len;
+    if (pos + len > out.size()) break;
+    const std::string text = out.substr(pos, len);
+    pos += len;
+    if (type == 'P') last_path = text;
+    if (type == 'E') error = text;
+    if (type == 'X') other = text;
+    if (type == 'D') done = true;
+  }
+  const std::string where = last_path.empty() ? file + ": " : file + ": " + last_path + ": ";
+  if (timed_out) fail("{}reading did not finish within {:.0f} s (damaged HDF5 file?)", where, timeout_s);
+  if (!error.empty()) throw Error(error);
+  if (done) return;
+  if (waited == pid && WIFSIGNALED(status))
+    fail("{}damaged HDF5 file: reading it crashed the HDF5 library ({})", where, strsignal(WTERMSIG(status)));
+  if (!other.empty()) fail("{}reading failed ({}; damaged HDF5 file?)", where, other);
+  fail("{}reading failed in the checking process (damaged HDF5 file?)", where);
 }
 
 }  // namespace mman::h5

@@ -62,7 +62,9 @@ std::vector<std::string> read_string_list(const h5::File& f, const std::string& 
 
 }  // namespace
 
-Dataset read_dataset(const std::string& path) {
+namespace {
+
+Dataset read_dataset_in_process(const std::string& path) {
   const h5::File f = h5::File::open(path);
   Dataset ds;
   ds.source = path;
@@ -113,6 +115,15 @@ Dataset read_dataset(const std::string& path) {
 
   validate_dataset(ds);
   return ds;
+}
+
+}  // namespace
+
+Dataset read_dataset(const std::string& path) {
+  // HDF5 itself can crash on some damaged files; a first read in a child process turns
+  // that into an error message (see h5::probe), then the real read is known to be safe.
+  h5::probe(path, [&] { read_dataset_in_process(path); });
+  return read_dataset_in_process(path);
 }
 
 void write_dataset(const Dataset& ds, const std::string& path) {
