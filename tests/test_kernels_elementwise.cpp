@@ -1,0 +1,102 @@
+// Elementwise activation kernels (cuda/kernels/elementwise.cuh) on the CPU through the SIMT layer:
+// ReLU and the MMA standardisation's ReLU + dropout equal the CPU functions bit for bit.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cuda/kernels/elementwise.cuh"
+#include "mman/error.h"
+#include "mman/layers/activation.h"
+#include "mman/layers/dropout.h"
+#include "mman/rng.h"
+#include "mman/simt/simt.h"
+
+namespace mman {
+namespace {
+
+using simt::EmulationOptions;
+using simt::ScopedEmulation;
+
+// Random values with exact zeros and signed zeros mixed in (ReLU's boundary).
+std::vector<float> random_values(size_t n, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = i % 11 == 3 ? 0.0f : i % 13 == 5 ? -0.0f : static_cast<float>(rng.uniform(-3, 3));
+  return v;
+}
+
+bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
+
+TEST(KernelsElementwise, ReluForwardAndBackwardEqualTheCpuFunctions) {
+  for (long long n : {1LL, 100LL, 256LL, 1001LL}) {
+    const std::vector<float> x = random_values(static_cast<size_t>(n), 1 + static_cast<uint64_t>(n));
+    const std::vector<float> dy = random_values(static_cast<size_t>(n), 2 + static_cast<uint64_t>(n));
+    std::vector<float> ref(x.size()), ref_back(x.size());
+    relu_forward(x.data(), ref.data(), n);
+    relu_backward(x.data(), dy.data(), ref_back.data(), n);
+    for (const EmulationOptions& o : simt::test_schedules()) {
+      SCOPED_TRACE("n " + std::to_string(n) + ", " + simt::describe(o));
+      ScopedEmulation scope(o);
+      std::vector<float> y(x.size(), NAN), back(x.size(), NAN);
+      kernels::relu_forward_launch(x.data(), y.data(), n, nullptr);
+      kernels::relu_backward_launch(x.data(), dy.data(), back.data(), n, nullptr);
+      EXPECT_TRUE(same_bits(y.data(), ref.data(), y.size()));
+      EXPECT_TRUE(same_bits(back.data(), ref_back.data(), back.size()));
+    }
+  }
+}
+
+// The MMA standardisation: x_hat = dropout(relu(W x + b)) as mman::Mma computes it (relu_forward,
+// then Dropout::forward on the [rows x d] matrix), here on modality 1's columns of [rows x 3d];
+// backward as Dropout::backward followed by relu_backward on x_hat.
+TEST(KernelsElementwise, ReluDropoutEqualsReluThenDropoutOnAColumnBlock) {
+  const DropoutKey key{11, 12};
+  const long long rows = 23, d = 37, ld = 3 * d, col0 = d;
+  for (float p : {0.0f, 0.1f, 0.6f})
+    for (Mode mode : {Mode::Train, Mode::Eval}) {
+      const Dropout layer(p, 33);
+      const std::vector<float> x = random_values(static_cast<size_t>(rows * ld), 4);
+      const std::vector<float> dy = random_values(static_cast<size_t>(rows * ld), 5);
+      std::vector<float> block(static_cast<size_t>(rows * d)), dblock(block.size());
+      for (long long r = 0; r < rows; ++r)
+        for (long long c = 0; c < d; ++c) {
+          block[static_cast<size_t>(r * d + c)] = x[static_cast<size_t>(r * ld + col0 + c)];
+          dblock[static_cast<size_t>(r * d + c)] = dy[static_cast<size_t>(r * ld + col0 + c)];
+        }
+      std::vector<float> ref(block.size()), ref_back(block.size());
+      DropoutContext ctx;
+      relu_forward(block.data(), ref.data(), rows * d);
+      layer.forward(ref.data(), ref.data(), rows * d, mode, key, ctx);
+      layer.backward(dblock.data(), ref_back.data(), rows * d, ctx);
+      relu_backward(ref.data(), ref_back.data(), ref_back.data(), rows * d);
+      for (const EmulationOptions& o : simt::test_schedules()) {
+        SCOPED_TRACE("p " + std::to_string(p) + (mode == Mode::Train ? ", train, " : ", eval, ") + simt::describe(o));
+        ScopedEmulation scope(o);
+        const kernels::DropoutView v = kernels::dropout_view(rows, d, ld, ld, "test");
+        std::vector<float> y = x, back = dy;
+        kernels::relu_dropout_forward_launch(layer, x.data() + col0, y.data() + col0, v, mode, key, nullptr);
+        kernels::relu_dropout_backward_launch(layer, y.data() + col0, dy.data() + col0, back.data() + col0, v, mode,
+                                              nullptr);
+        for (long long r = 0; r < rows; ++r) {
+          const size_t row = static_cast<size_t>(r * ld), brow = static_cast<size_t>(r * d);
+          ASSERT_TRUE(same_bits(&y[row + col0], &ref[brow], static_cast<size_t>(d))) << "row " << r;
+          ASSERT_TRUE(same_bits(&back[row + col0], &ref_back[brow], static_cast<size_t>(d))) << "row " << r;
+          // Columns outside the view are untouched.
+          ASSERT_TRUE(same_bits(&y[row], &x[row], static_cast<size_t>(col0)));
+          ASSERT_TRUE(same_bits(&back[row + col0 + d], &dy[row + col0 + d], static_cast<size_t>(ld - col0 - d)));
+        }
+      }
+    }
+}
+
+TEST(KernelsElementwise, NegativeCountsAreErrors) {
+  EXPECT_THROW(kernels::relu_forward_launch(nullptr, nullptr, -1, nullptr), Error);
+  EXPECT_THROW(kernels::relu_backward_launch(nullptr, nullptr, nullptr, -1, nullptr), Error);
+  kernels::relu_forward_launch(nullptr, nullptr, 0, nullptr);
+}
+
+}  // namespace
+}  // namespace mman
