@@ -1028,10 +1028,13 @@ void probe(const std::string& file, const std::function<void()>& read, double ti
   if (timed_out) fail("{}reading did not finish within {:.0f} s (damaged HDF5 file?)", where, timeout_s);
   if (!error.empty()) throw Error(error);
   if (done) return;
-  if (waited == pid && WIFSIGNALED(status))
-    fail("{}damaged HDF5 file: reading it crashed the HDF5 library ({})", where, strsignal(WTERMSIG(status)));
   if (!other.empty()) fail("{}reading failed ({}; damaged HDF5 file?)", where, other);
-  fail("{}reading failed in the checking process (damaged HDF5 file?)", where);
+  // The child always reports before leaving; ending without a report means something
+  // inside the read killed it (a signal, or an abort()/exit() in the library).
+  std::string how = "it ended without reporting";
+  if (waited == pid && WIFSIGNALED(status)) how = strsignal(WTERMSIG(status));
+  if (waited == pid && WIFEXITED(status)) how = fmt::format("exit status {}", WEXITSTATUS(status));
+  fail("{}damaged HDF5 file: reading it crashed the HDF5 library ({})", where, how);
 }
 
 }  // namespace mman::h5
