@@ -61,12 +61,21 @@ MMAN_HOST_DEVICE float sqrt_rn(float a) {
 #endif
 }
 
-// Sum of `v` (any arithmetic type: double for losses and norms, long long for counts) over a
-// 1-D block of kBlock threads (a power of two), returned to every thread. A shared-memory
+struct PlusOp {
+  template <class T>
+  MMAN_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
+};
+struct MinOp {
+  template <class T>
+  MMAN_HOST_DEVICE T operator()(T a, T b) const { return b < a ? b : a; }
+};
+
+// op-reduction of `v` (any arithmetic type: double for losses and norms, long long for counts)
+// over a 1-D block of kBlock threads (a power of two), returned to every thread. A shared-memory
 // tree whose association order depends only on kBlock, so the result is reproducible. The
 // trailing barrier lets the caller reuse `scratch` (kBlock elements).
-template <int kBlock, class T>
-MMAN_DEVICE T block_tree_sum(T v, MMAN_SHARED_PTR(T) scratch) {
+template <int kBlock, class T, class Op>
+MMAN_DEVICE T block_tree_reduce(T v, Op op, MMAN_SHARED_PTR(T) scratch) {
   static_assert(kBlock > 0 && (kBlock & (kBlock - 1)) == 0, "kBlock must be a power of two");
   const int t = static_cast<int>(threadIdx.x);
   scratch[t] = v;
@@ -74,13 +83,18 @@ MMAN_DEVICE T block_tree_sum(T v, MMAN_SHARED_PTR(T) scratch) {
   for (int s = kBlock / 2; s > 0; s /= 2) {
     if (t < s) {
       const T a = scratch[t], b = scratch[t + s];
-      scratch[t] = static_cast<T>(a + b);
+      scratch[t] = op(a, b);
     }
     __syncthreads();
   }
   const T total = scratch[0];
   __syncthreads();
   return total;
+}
+
+template <int kBlock, class T>
+MMAN_DEVICE T block_tree_sum(T v, MMAN_SHARED_PTR(T) scratch) {
+  return block_tree_reduce<kBlock>(v, PlusOp{}, scratch);
 }
 
 // Sum of `v` over the 32 lanes of a warp (butterfly: every lane gets the same value, because
