@@ -263,9 +263,12 @@ TEST(KernelsMma, FusedMatchesCpuLayerAtPaperWidth) {
 }
 
 // Widths at the edges of the two column splits: 1, 32, 64 (two per lane), 65, 160 (five).
+// Cosine from d = 2: at d = 1 the cosine score is +-1 with a gradient that is exactly zero, so
+// both sides return rounding residue of two equal terms, which no relative tolerance compares.
 TEST(KernelsMma, FusedMatchesCpuLayerAtEdgeWidths) {
   const EmulationOptions shuffled = simt::test_schedules().back();
-  for (int d : {1, 32, 64, 65, 160}) run_setup({MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 17, d}, {shuffled});
+  run_setup({MmaScore::ScaledDot, MmaSkip::Residual, Mode::Train, 17, 1}, {shuffled});
+  for (int d : {2, 32, 64, 65, 160}) run_setup({MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 17, d}, {shuffled});
 }
 
 // An all-zero query (cosine: max(|q|, eps) keeps the score finite and picks the gradient's
