@@ -35,7 +35,8 @@ std::string describe_shape(const Shape& shape);  // "[3 x 4]", kAny shown as "?"
 // heap, for one), and no API call can check for that beforehand. probe() runs `read`
 // (which should do the reads the caller is about to do) in a forked child process: an
 // mman::Error thrown there is rethrown here; a crash or a run past timeout_s (0: 30 s
-// plus 1 s per 10 MB of file) becomes an mman::Error naming the file, the
+// plus 1 s per 10 MB of file, or the environment's MMAN_HDF5_PROBE_TIMEOUT seconds)
+// becomes an mman::Error naming the file, the
 // last HDF5 path the child opened and what happened. The caller then repeats the reads
 // in its own process, knowing they are safe. `read` must not use OpenMP or CUDA (a
 // forked child cannot). Where fork() fails, probe() returns without checking.

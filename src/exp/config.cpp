@@ -303,7 +303,11 @@ ExperimentConfig build_experiment(YAML::Node root, const std::shared_ptr<YamlSou
     const ModelEntry entry = c.models[i];
     for (const std::string& sub : entry.subnet_names) {
       if (c.find_model(sub) != nullptr) continue;
-      if (subnet_nodes.count(entry.name))
+      // An undefined name that is a sub-network type (`subnets: [clstm_mma, clstm_speech]`,
+      // as experiments/mman_only.yaml writes) is that type with default hyperparameters,
+      // like a `models:` key named after its type; any other undefined name is an error.
+      const bool type_name = std::find(types.begin(), types.end(), sub) != types.end() && !is_composite_type(sub);
+      if (subnet_nodes.count(entry.name) && !type_name)
         throw Error(yaml_error_message(*source, subnet_nodes[entry.name], "models." + entry.name + ".subnets",
                                        fmt::format("references model '{}', which is not defined under `models:`{}",
                                                    sub, did_you_mean(sub, candidates))));

@@ -226,19 +226,33 @@ void write_checkpoint(const std::string& path, const ParamStore& params, const C
   f.commit();
 }
 
+// HDF5 1.10 can crash or hang on a damaged file (a corrupt variable-length string heap,
+// found by tests/fuzz/fuzz_checkpoint), so every entry point first does its reads in a
+// forked child (h5::probe), which turns that into an error, then repeats them here.
+
 CheckpointMeta read_checkpoint_meta(const std::string& path) {
-  const h5::File f = h5::File::open(path);
-  return read_meta(f);
+  auto read = [&] {
+    const h5::File f = h5::File::open(path);
+    return read_meta(f);
+  };
+  h5::probe(path, [&] { read(); });
+  return read();
 }
 
 bool checkpoint_has_train_state(const std::string& path) {
-  const h5::File f = h5::File::open(path);
-  read_meta(f);
-  return f.is_group(kState);
+  auto read = [&] {
+    const h5::File f = h5::File::open(path);
+    read_meta(f);
+    return f.is_group(kState);
+  };
+  h5::probe(path, [&] { read(); });
+  return read();
 }
 
-CheckpointMeta load_checkpoint(const std::string& path, ParamStore& params, const std::string& expected_type,
-                               TrainState* state) {
+namespace {
+
+CheckpointMeta load_checkpoint_in_process(const std::string& path, ParamStore& params, const std::string& expected_type,
+                                          TrainState* state) {
   const h5::File f = h5::File::open(path);
   CheckpointMeta meta = read_meta(f);
   if (!expected_type.empty() && meta.model_type != expected_type)
@@ -258,6 +272,15 @@ CheckpointMeta load_checkpoint(const std::string& path, ParamStore& params, cons
   params.values() = std::move(values);
   if (state != nullptr) *state = std::move(loaded);
   return meta;
+}
+
+}  // namespace
+
+CheckpointMeta load_checkpoint(const std::string& path, ParamStore& params, const std::string& expected_type,
+                               TrainState* state) {
+  // The child's copies of params and state are its own: the probe changes nothing here.
+  h5::probe(path, [&] { load_checkpoint_in_process(path, params, expected_type, state); });
+  return load_checkpoint_in_process(path, params, expected_type, state);
 }
 
 }  // namespace mman
