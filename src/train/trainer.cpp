@@ -11,6 +11,7 @@
 #include "mman/error.h"
 #include "mman/layers/activation.h"
 #include "mman/layers/loss.h"
+#include "mman/nvtx.h"
 #include "mman/rng.h"
 #include "mman/threads.h"
 
@@ -98,12 +99,14 @@ class Phase {
   // Trains the remaining batches of the next epoch, validates and selects. Returns false
   // when a stop was requested before a batch (the state is then consistent mid-epoch).
   bool run_epoch() {
+    MMAN_NVTX_RANGE("epoch");
     const double start = now_seconds();
     const int epoch = state_.epoch + 1;
     Rng shuffle(state_.shuffle_state);
     const std::vector<std::vector<int>> plan = plan_batches(splits_.train, config_.batch_size, &shuffle);
     ParamStore& params = model_.params();
     for (size_t b = static_cast<size_t>(state_.batch); b < plan.size(); ++b) {
+      MMAN_NVTX_RANGE("step");  // forward, loss, backward, clipping and optimiser step of one batch
       if (hooks_.should_stop && hooks_.should_stop()) {
         state_.partial_seconds += now_seconds() - start;
         return false;
@@ -217,6 +220,7 @@ void init_model(Model& model, uint64_t seed) {
 
 Evaluation evaluate(Model& model, const Dataset& ds, const LabelProtocol& protocol, const std::vector<int>& convs,
                     int batch_size) {
+  MMAN_NVTX_RANGE("evaluate");
   MMAN_CHECK(batch_size >= 1, "evaluate: batch_size must be >= 1, got {}", batch_size);
   const int outputs = protocol.num_outputs();
   const int heads = protocol.heads;
@@ -274,6 +278,7 @@ Evaluation evaluate(Model& model, const Dataset& ds, const LabelProtocol& protoc
 
 TrainResult train_model(Model& model, const Dataset& ds, const LabelProtocol& protocol, const SplitIndices& splits,
                         const TrainConfig& config, const TrainHooks& hooks) {
+  MMAN_NVTX_RANGE("train_model");
   Phase phase(model, ds, protocol, splits, config, hooks);
   return phase.run();
 }
@@ -285,6 +290,7 @@ StagedResult train_staged(Model& model, const Dataset& ds, const LabelProtocol& 
   if (!subnets.empty()) {
     const DataShape shape = data_shape_of(ds, protocol);
     for (const ModelConfig& sub_config : subnets) {
+      MMAN_NVTX_RANGE("stage1.subnet");
       const std::string name = sub_config.name.empty() ? sub_config.type : sub_config.name;
       TrainedSubnet trained;
       if (cache != nullptr && cache->count(name)) {
@@ -311,6 +317,7 @@ StagedResult train_staged(Model& model, const Dataset& ds, const LabelProtocol& 
       out.subnets.emplace_back(name, trained.result);
     }
   }
+  MMAN_NVTX_RANGE(subnets.empty() ? "train" : "stage2");
   out.result = train_model(model, ds, protocol, splits, config, hooks);
   out.interrupted = out.result.interrupted;
   return out;
