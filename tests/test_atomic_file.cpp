@@ -17,20 +17,13 @@
 namespace mman {
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 TEST(AtomicFile, WritesAndReplacesWholeFiles) {
   test::TempDir dir;
   const std::string path = dir.file("a.txt");
   write_file_atomic(path, "first");
-  EXPECT_EQ(slurp(path), "first");
+  EXPECT_EQ(test::read_file(path), "first");
   write_file_atomic(path, "second, longer");
-  EXPECT_EQ(slurp(path), "second, longer");
+  EXPECT_EQ(test::read_file(path), "second, longer");
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator()), 1);
 }
 
@@ -75,7 +68,7 @@ TEST(AtomicFile, FullDiskKeepsTheOldFileAndRemovesTheTemporary) {
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 42);
-  EXPECT_EQ(slurp(path), "old");
+  EXPECT_EQ(test::read_file(path), "old");
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()), std::filesystem::directory_iterator()), 1);
 }
 

@@ -18,13 +18,6 @@ namespace mman {
 namespace {
 namespace fs = std::filesystem;
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string exe() { return test::mman_exp_binary(); }
 std::string smoke() { return std::string(MMAN_SOURCE_DIR) + "/experiments/smoke.yaml"; }
 
@@ -54,7 +47,7 @@ std::vector<std::string> split_csv(const std::string& line) {
 // metrics.csv without the wall-time column, which legitimately differs between runs.
 std::string metrics_without_seconds(const std::string& path) {
   std::string out;
-  for (const std::string& line : lines_of(slurp(path))) {
+  for (const std::string& line : lines_of(test::read_file(path))) {
     const auto cells = split_csv(line);
     for (size_t i = 0; i + 1 < cells.size(); ++i) out += cells[i] + ",";
     out += "\n";
@@ -72,7 +65,7 @@ TEST(CliRun, RunThenEvalAndPredictAgreeWithTheReport) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Table 2 layout (test):"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("Synthetic IEMOCAP-shaped data"), std::string::npos);
-  const nlohmann::json results = nlohmann::json::parse(slurp(run + "/results.json"));
+  const nlohmann::json results = nlohmann::json::parse(test::read_file(run + "/results.json"));
 
   // eval of the saved MMAN on the same data reproduces the run's test metrics.
   const std::string ckpt = run + "/checkpoints/seed0/mman.h5";
@@ -88,7 +81,7 @@ TEST(CliRun, RunThenEvalAndPredictAgreeWithTheReport) {
   const std::string preds = dir.file("preds.csv");
   const test::CommandResult pr = test::run_command(exe() + " predict " + ckpt + " --data " + data + " --out " + preds);
   ASSERT_EQ(pr.exit_code, 0) << pr.output;
-  const auto rows = lines_of(slurp(preds));
+  const auto rows = lines_of(test::read_file(preds));
   ASSERT_EQ(rows.size(), 1u + 5810u + 1623u);
   const auto header = split_csv(rows[0]);
   ASSERT_EQ(header.size(), 7u + 4u + 9u);
@@ -151,25 +144,25 @@ TEST(CliRun, SigintThenResumeEqualsAnUninterruptedRun) {
     // Wait until metrics.csv shows enough completed epochs, then press Ctrl-C.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
     while (std::chrono::steady_clock::now() < deadline) {
-      if (lines_of(slurp(run + "/metrics.csv")).size() > static_cast<size_t>(wait_rows)) break;
+      if (lines_of(test::read_file(run + "/metrics.csv")).size() > static_cast<size_t>(wait_rows)) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     kill(pid, SIGINT);
     int status = 0;
     waitpid(pid, &status, 0);
     ASSERT_TRUE(WIFEXITED(status)) << "killed by a signal";
-    const std::string out = slurp(run + ".out");
+    const std::string out = test::read_file(run + ".out");
     if (WEXITSTATUS(status) == 0) continue;  // it finished before the signal arrived: nothing to resume
     EXPECT_EQ(WEXITSTATUS(status), 130) << out;
     ++interrupted;
     EXPECT_NE(out.find("--resume"), std::string::npos) << out;
-    const nlohmann::json partial = nlohmann::json::parse(slurp(run + "/results.json"));
+    const nlohmann::json partial = nlohmann::json::parse(test::read_file(run + "/results.json"));
     EXPECT_FALSE(partial["complete"].get<bool>());
 
     const test::CommandResult resumed = test::run_command(exe() + " run " + smoke() + " --out " + run + opts + " --resume");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-    const nlohmann::json a = nlohmann::json::parse(slurp(full + "/results.json"));
-    const nlohmann::json b = nlohmann::json::parse(slurp(run + "/results.json"));
+    const nlohmann::json a = nlohmann::json::parse(test::read_file(full + "/results.json"));
+    const nlohmann::json b = nlohmann::json::parse(test::read_file(run + "/results.json"));
     for (const char* m : {"clstm_speech", "clstm_visual", "clstm_text", "clstm_mma", "mman"})
       EXPECT_EQ(b["models"][m]["per_seed"]["0"]["test"], a["models"][m]["per_seed"]["0"]["test"]) << m;
     EXPECT_EQ(metrics_without_seconds(run + "/metrics.csv"), metrics_without_seconds(full + "/metrics.csv"));

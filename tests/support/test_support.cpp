@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 namespace mman::test {
@@ -36,6 +38,13 @@ CommandResult run_command(const std::string& command_line) {
     r.signal = WTERMSIG(status);
   }
   return r;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 std::string mman_exp_binary() { return MMAN_EXP_BINARY; }

@@ -26,6 +26,9 @@ struct CommandResult {
 // Runs a shell command line and captures its output.
 CommandResult run_command(const std::string& command_line);
 
+// The whole content of a file ("" when it cannot be read).
+std::string read_file(const std::string& path);
+
 // Path of the built mman_exp and Debian's python3 (with torch, h5py, numpy).
 std::string mman_exp_binary();
 std::string python_binary();
