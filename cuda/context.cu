@@ -3,6 +3,9 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "cuda/check.cuh"
 #include "mman/cuda/context.h"
 #include "mman/error.h"
@@ -72,6 +75,17 @@ void CudaContext::copy(void* d_dst, const void* d_src, size_t bytes) const {
 void CudaContext::zero(void* d_dst, size_t bytes) const {
   if (bytes == 0) return;
   MMAN_CUDA_CHECK(cudaMemsetAsync(d_dst, 0, bytes, stream_));
+}
+
+const float* CudaContext::ones(size_t n) const {
+  if (n > ones_count_) {
+    const size_t count = std::max<size_t>(n, 4096);
+    ones_.reserve(count * sizeof(float));
+    const std::vector<float> host(count, 1.0f);
+    upload(ones_.data(), host.data(), count * sizeof(float));
+    ones_count_ = count;
+  }
+  return static_cast<const float*>(ones_.data());
 }
 
 }  // namespace mman::cuda

@@ -279,6 +279,7 @@ void CudnnLstm::forward_device(const DeviceParams& params, const PackedLayout& l
   MMAN_CHECK(d_x != nullptr && d_y != nullptr, "{}: forward given no input or output", who);
   MMAN_CHECK(between.empty() || static_cast<int>(between.size()) == layers - 1,
              "{}: {} inter-layer dropouts for {} layers", who, between.size(), layers);
+  const bool drop = mode == Mode::Train && !between.empty();
   cudnnHandle_t handle = ctx_->cudnn();
   cudaStream_t stream = ctx_->stream();
 
@@ -305,7 +306,10 @@ void CudnnLstm::forward_device(const DeviceParams& params, const PackedLayout& l
 
   st.mode = mode;
   st.key = key;
-  st.between = between;
+  if (drop)
+    st.between = between;
+  else
+    st.between.clear();
   st.keep = keep_for_backward;
   st.owner = this;
   st.outputs.resize(static_cast<size_t>(layers));
@@ -318,7 +322,7 @@ void CudnnLstm::forward_device(const DeviceParams& params, const PackedLayout& l
 
   for (int k = 0; k < layers; ++k) {
     LayerPlan& lp = plan_->layers[static_cast<size_t>(k)];
-    const float* in = k == 0 ? d_x : (between.empty() ? st.outputs[k - 1].data() : st.dropped[k - 1].data());
+    const float* in = k == 0 ? d_x : (drop ? st.dropped[k - 1].data() : st.outputs[k - 1].data());
     cudnnRNNDataDescriptor_t x_desc = k == 0 ? st.x_desc->get() : st.y_desc->get();
 
     // This layer's weights from the arena (PyTorch layout) into cuDNN's weight space.
@@ -342,7 +346,7 @@ void CudnnLstm::forward_device(const DeviceParams& params, const PackedLayout& l
                                      work_bytes, plan_->workspace.data(), st.reserve_bytes[static_cast<size_t>(k)],
                                      keep_for_backward ? reserve.data() : nullptr));
 
-    if (!between.empty() && k + 1 < layers) {  // the CPU Lstm's mask, element row * hd + col
+    if (drop && k + 1 < layers) {  // the CPU Lstm's mask, element row * hd + col
       DeviceArray<float>& dropped = st.dropped[static_cast<size_t>(k)];
       dropped.resize(out_elems);
       dropout_forward_device(between[static_cast<size_t>(k)], out.data(), dropped.data(), view, Mode::Train, key,

@@ -90,6 +90,14 @@ class CudnnLstm {
         between.emplace_back(config_.dropout, dropout_slot + static_cast<uint64_t>(k));
     forward_device(params, layout, d_x, d_y, mode, key, between, ctx, keep_for_backward);
   }
+  // The same with the inter-layer dropouts already built (layers - 1 of them, the first at the
+  // slot forward() would use; empty for none), for callers in cuda/*.cu, which cannot
+  // construct mman::Dropout (docs/cuda_backend.md, link order). Applied in Mode::Train only.
+  void forward(const DeviceParams& params, const PackedLayout& layout, const float* d_x, float* d_y, Mode mode,
+               const DropoutKey& key, const std::vector<Dropout>& between, CudnnLstmContext& ctx,
+               bool keep_for_backward = true) {
+    forward_device(params, layout, d_x, d_y, mode, key, between, ctx, keep_for_backward);
+  }
 
   // mman::Lstm::backward: d_dy [rows x output_dim()] -> parameter gradients accumulated (+=)
   // into params.grads() (frozen tensors skipped); d_dx, when not null, overwritten with

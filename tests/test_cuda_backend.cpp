@@ -18,9 +18,14 @@
 #include "mman/train/optimizer.h"
 
 #ifdef MMAN_WITH_CUDA
+#include "cuda/clstm_block.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/linear.cuh"
 #include "cuda/lstm_cudnn.cuh"
 #include "mman/blas.h"
+#include "mman/data/batch.h"
+#include "mman/layers/linear.h"
+#include "mman/models/model.h"
 #include "mman/cuda/arena.h"
 #include "mman/cuda/buffer.h"
 #include "mman/cuda/context.h"
@@ -229,9 +234,8 @@ TEST(CudaBackend, DeviceAdamAndClippingFollowTheCpuOptimiser) {
   config.lr = 1e-2;
   Adam adam(cpu, config);
   for (int step = 0; step < 3; ++step) {
-    for (float& g : cpu.grads()) g = static_cast<float>(rng.uniform(-3.0, 3.0));
-    const int frozen = cpu.find("b.weight");
-    std::fill(cpu.grad(frozen), cpu.grad(frozen) + cpu.info(frozen).size, 0.0f);
+    for (int id = 0; id < cpu.count(); ++id)  // tensors only: the padding between them stays zero
+      for (size_t i = 0; i < cpu.info(id).size; ++i) cpu.grad(id)[i] = static_cast<float>(rng.uniform(-3.0, 3.0));
     dev.upload_grads(cpu);
     const double norm_cpu = clip_grad_norm(cpu, 1.0);
     const double norm_gpu = dev.clip_grad_norm(1.0);
@@ -252,15 +256,16 @@ TEST(CudaBackend, DeviceAdamAndClippingFollowTheCpuOptimiser) {
   EXPECT_TRUE(std::equal(back.value(frozen), back.value(frozen) + back.info(frozen).size, cpu.value(frozen)));
   const AdamState state = dev.download_adam();
   EXPECT_EQ(state.step, adam.state().step);
-  EXPECT_EQ(state.m.size(), adam.state().m.size());
+  EXPECT_LE(normalised_error(state.m, adam.state().m), 8 * kEps);
+  EXPECT_LE(normalised_error(state.v, adam.state().v), 8 * kEps);
 }
 
 // ---- GEMM ----
 
 // C = alpha op(A) op(B) + beta C on both backends, compared element by element against the
-// classical dot-product error bound: each backend is within gamma_K * (|alpha| sum_k |a||b| +
-// |beta c|) of the exact value (gamma_K = K u / (1 - K u), u = eps / 2), so the two are within
-// twice that of each other.
+// classical dot-product error bound: whatever the summation order (cuBLAS may split K), each
+// backend is within gamma_{K+2} (|alpha| sum_k |a||b| + |beta c|) of the exact value
+// (gamma_n = n u / (1 - n u), u = eps / 2), so the two are within twice that of each other.
 void check_gemm(bool ta, bool tb, int m, int n, int k, float alpha, float beta, int pad, uint64_t seed) {
   Rng rng(seed);
   const int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
@@ -274,7 +279,8 @@ void check_gemm(bool ta, bool tb, int m, int n, int k, float alpha, float beta, 
   cuda::DeviceArray<float> da = to_device(a), db = to_device(b), dc = to_device(c);
   cuda::gemm_device(context(), ta, tb, m, n, k, alpha, da.data(), lda, db.data(), ldb, beta, dc.data(), ldc);
   const std::vector<float> c_gpu = to_host(dc.data(), c.size());
-  const double u = kEps / 2, gamma = k * u / (1.0 - k * u) + u;
+  // K products and sums in any order, then alpha *, beta * and the final addition.
+  const double u = kEps / 2, gamma = (k + 2) * u / (1.0 - (k + 2) * u);
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < n; ++j) {
       double mag = beta == 0.0f ? 0.0 : std::fabs(beta * c[static_cast<size_t>(i) * ldc + j]);
@@ -315,6 +321,95 @@ TEST(CudaBackend, GemmEdgeCasesFollowTheCpuContract) {
   EXPECT_THROW(cuda::gemm_device(context(), false, false, 2, 3, 4, 1.0f, &dummy, 3, &dummy, 3, 0.0f, &dummy, 3), Error);
   EXPECT_THROW(cuda::gemm_device(context(), false, false, -1, 3, 4, 1.0f, &dummy, 4, &dummy, 3, 0.0f, &dummy, 3),
                Error);
+}
+
+// ---- Linear on cuBLAS ----
+
+// got within 2 gamma_{K+2} * mag of ref element by element (the GEMM bound above, with mag the
+// sum of |products| plus |initial value| per element, computed by the caller).
+void expect_within_gemm_bound(const std::string& what, const std::vector<float>& got, const std::vector<float>& ref,
+                              const std::vector<double>& mag, int k) {
+  ASSERT_EQ(got.size(), ref.size());
+  ASSERT_EQ(mag.size(), ref.size());
+  const double u = kEps / 2, gamma = (k + 2) * u / (1.0 - (k + 2) * u);
+  for (size_t e = 0; e < ref.size(); ++e)
+    ASSERT_LE(std::fabs(static_cast<double>(got[e]) - ref[e]), 2 * gamma * mag[e] + 1e-30)
+        << what << " element " << e << ": GPU " << got[e] << ", CPU " << ref[e];
+}
+
+TEST(CudaBackend, LinearMatchesTheCpuLinearWithStridesAndFrozenBias) {
+  MMAN_REQUIRE_CUDA();
+  const int in = 37, out = 11, rows = 29, ldx = in + 3, ldy = out + 2, lddx = in + 1;
+  ParamStore params;
+  Linear lin(params, "fc.", in, out);
+  Rng rng(150);
+  lin.init(params, rng);
+  for (float& g : params.grads()) g = 0.25f;
+  const std::vector<float> x = random_vector(static_cast<size_t>(rows) * ldx, rng);
+  const std::vector<float> dy = random_vector(static_cast<size_t>(rows) * ldy, rng);
+  std::vector<float> y_cpu(static_cast<size_t>(rows) * ldy, 7.0f), dx_cpu = random_vector(static_cast<size_t>(rows) * lddx, rng);
+  const std::vector<float> dx0 = dx_cpu;
+
+  for (bool frozen_bias : {false, true}) {
+    SCOPED_TRACE(frozen_bias ? "frozen bias, dx accumulated" : "trainable bias, dx overwritten");
+    ParamStore p = params;
+    if (frozen_bias) p.set_trainable("fc.bias", false);
+    cuda::DeviceParams dev(context(), p);
+    dev.upload_grads(p);
+    cuda::DeviceArray<float> d_x = to_device(x), d_dy = to_device(dy), d_y = to_device(y_cpu), d_dx = to_device(dx0);
+
+    std::vector<float> y = y_cpu, dx = dx0;
+    lin.forward(p, x.data(), ldx, rows, y.data(), ldy);
+    lin.backward(p, x.data(), ldx, rows, dy.data(), ldy, dx.data(), lddx, frozen_bias);
+    const int w = p.find("fc.weight"), b = p.find("fc.bias");
+    cuda::linear_forward_device(context(), dev.value(w), dev.value(b), in, out, d_x.data(), ldx, rows, d_y.data(), ldy);
+    cuda::linear_backward_device(context(), dev.value(w), dev.grad(w), frozen_bias ? nullptr : dev.grad(b), in, out,
+                                 d_x.data(), ldx, rows, d_dy.data(), ldy, d_dx.data(), lddx, frozen_bias);
+
+    // Magnitudes of every element's sum, for the bound.
+    std::vector<double> y_mag(y.size(), 0.0), dx_mag(dx.size(), 0.0), dw_mag(static_cast<size_t>(out) * in),
+        db_mag(static_cast<size_t>(out));
+    for (int r = 0; r < rows; ++r)
+      for (int j = 0; j < out; ++j) {
+        double m = std::fabs(params.value(b)[j]);
+        for (int c = 0; c < in; ++c) m += std::fabs(static_cast<double>(x[r * ldx + c]) * params.value(w)[j * in + c]);
+        y_mag[static_cast<size_t>(r) * ldy + j] = m;
+      }
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < in; ++c) {
+        double m = frozen_bias ? std::fabs(dx0[static_cast<size_t>(r) * lddx + c]) : 0.0;
+        for (int j = 0; j < out; ++j) m += std::fabs(static_cast<double>(dy[r * ldy + j]) * params.value(w)[j * in + c]);
+        dx_mag[static_cast<size_t>(r) * lddx + c] = m;
+      }
+    for (int j = 0; j < out; ++j) {
+      double mb = 0.25;
+      for (int r = 0; r < rows; ++r) mb += std::fabs(dy[r * ldy + j]);
+      db_mag[static_cast<size_t>(j)] = mb;
+      for (int c = 0; c < in; ++c) {
+        double m = 0.25;
+        for (int r = 0; r < rows; ++r) m += std::fabs(static_cast<double>(dy[r * ldy + j]) * x[r * ldx + c]);
+        dw_mag[static_cast<size_t>(j) * in + c] = m;
+      }
+    }
+    // Padding columns of y and dx are not part of the result (the GPU leaves them as they were).
+    std::vector<float> y_gpu = to_host(d_y.data(), y.size()), dx_gpu = to_host(d_dx.data(), dx.size());
+    for (int r = 0; r < rows; ++r) {
+      for (int j = out; j < ldy; ++j) EXPECT_EQ(y_gpu[static_cast<size_t>(r) * ldy + j], 7.0f);
+      for (int j = out; j < ldy; ++j) y_gpu[static_cast<size_t>(r) * ldy + j] = y[static_cast<size_t>(r) * ldy + j];
+      for (int c = in; c < lddx; ++c) dx_gpu[static_cast<size_t>(r) * lddx + c] = dx[static_cast<size_t>(r) * lddx + c];
+    }
+    expect_within_gemm_bound("y", y_gpu, y, y_mag, in);
+    expect_within_gemm_bound("dx", dx_gpu, dx, dx_mag, out);
+    ParamStore back = p;
+    dev.download_grads(back);
+    const std::vector<float> dw_gpu(back.grad(w), back.grad(w) + out * in), dw_cpu(p.grad(w), p.grad(w) + out * in);
+    const std::vector<float> db_gpu(back.grad(b), back.grad(b) + out), db_cpu(p.grad(b), p.grad(b) + out);
+    expect_within_gemm_bound("dW", dw_gpu, dw_cpu, dw_mag, rows);
+    expect_within_gemm_bound("db", db_gpu, db_cpu, db_mag, rows);
+    if (frozen_bias) {
+      EXPECT_EQ(db_gpu, std::vector<float>(static_cast<size_t>(out), 0.25f)) << "a frozen bias got a gradient";
+    }
+  }
 }
 
 // ---- cuDNN LSTM against the CPU Lstm ----
@@ -534,6 +629,86 @@ TEST(CudaBackend, CudnnLstmRejectsMisuse) {
   PackedLayout broken = layout;
   broken.lengths = {1, 2};
   EXPECT_THROW(gpu.forward(dev, broken, d_x.data(), d_y.data(), Mode::Eval, DropoutKey{}, 0, gpu_ctx), Error);
+}
+
+// ---- the cLSTM block (clstm_speech) on the GPU against the CPU model ----
+
+void check_clstm_speech(Mode mode, bool bidirectional, uint64_t seed) {
+  SCOPED_TRACE(std::string(mode == Mode::Train ? "train" : "eval") + (bidirectional ? ", bidirectional" : ""));
+  ModelConfig mc;
+  mc.type = "clstm_speech";
+  mc.hidden = 16;
+  mc.fc = 8;
+  mc.bidirectional = bidirectional;
+  DataShape shape;
+  shape.modalities = {"audio", "visual", "text"};
+  shape.dims = {10, 12, 6};
+  shape.num_outputs = 4;
+  std::unique_ptr<Model> model = make_model(mc, shape);
+  Rng rng(seed);
+  model->init(rng);
+  const ModelConfig& rc = model->config();  // resolved: two LSTM layers, dropouts 0.5
+  ClstmBlockConfig bc;
+  bc.input = 10;
+  bc.hidden = rc.hidden;
+  bc.layers = rc.lstm_layers;
+  bc.lstm_dropout = rc.lstm_dropout;
+  bc.bidirectional = rc.bidirectional;
+  bc.fc = rc.fc;
+  bc.dropout = rc.dropout;
+  bc.outputs = shape.num_outputs;
+
+  Batch batch;
+  batch.layout = PackedLayout::from_lengths({9, 7, 7, 4, 2});
+  const int64_t rows = batch.rows();
+  for (int64_t d : shape.dims) {
+    Tensor f(rows, d);
+    for (int64_t i = 0; i < f.size(); ++i) f.data()[i] = static_cast<float>(rng.uniform(-2.0, 2.0));
+    batch.features.push_back(f);
+  }
+  batch.targets.assign(static_cast<size_t>(rows), 0);
+  Tensor dlogits(rows, shape.num_outputs);
+  for (int64_t i = 0; i < dlogits.size(); ++i) dlogits.data()[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
+  const DropoutKey key{seed, 5};
+
+  ParamStore& params = model->params();
+  params.zero_grads();
+  cuda::DeviceParams dev(context(), params);
+  const Tensor logits_cpu = model->forward(batch, mode, key);
+  model->backward(batch, dlogits);
+
+  cuda::ClstmBlockDevice block(context(), dev, "", bc, 0);  // a standalone model's block: no prefix, slot 0
+  cuda::ClstmBlockDeviceContext bctx;
+  const Tensor& audio = batch.features[0];
+  cuda::DeviceArray<float> d_x = to_device(std::vector<float>(audio.data(), audio.data() + audio.size()));
+  cuda::DeviceArray<float> d_dlogits = to_device(std::vector<float>(dlogits.data(), dlogits.data() + dlogits.size()));
+  cuda::DeviceArray<float> d_logits(static_cast<size_t>(rows) * shape.num_outputs);
+  block.forward(dev, batch.layout, d_x.data(), d_logits.data(), mode, key, bctx);
+  block.backward(dev, batch.layout, d_x.data(), d_dlogits.data(), nullptr, bctx);
+  ParamStore back = params;
+  dev.download_grads(back);
+
+  // The LSTM bound of check_lstm, with the two dense layers' dot products added to K.
+  const int hd = bc.hidden * (bidirectional ? 2 : 1);
+  const double k_fwd = bc.input + hd + hd + bc.fc;
+  const double tol_fwd = 8.0 * (kEps / 2) * k_fwd * batch.layout.lengths.front() * bc.layers;
+  const double tol_grad = 8.0 * (kEps / 2) * (k_fwd + static_cast<double>(rows)) * batch.layout.lengths.front() * bc.layers;
+  EXPECT_LE(normalised_error(to_host(d_logits.data(), static_cast<size_t>(logits_cpu.size())),
+                             std::vector<float>(logits_cpu.data(), logits_cpu.data() + logits_cpu.size())),
+            tol_fwd)
+      << "logits";
+  for (const ParamInfo& p : params.infos()) {
+    const std::vector<float> g_cpu(params.grad(params.find(p.name)), params.grad(params.find(p.name)) + p.size);
+    const std::vector<float> g_gpu(back.grad(back.find(p.name)), back.grad(back.find(p.name)) + p.size);
+    EXPECT_LE(normalised_error(g_gpu, g_cpu), tol_grad) << "gradient of " << p.name;
+  }
+}
+
+TEST(CudaBackend, ClstmSpeechBlockMatchesTheCpuModel) {
+  MMAN_REQUIRE_CUDA();
+  check_clstm_speech(Mode::Train, false, 160);  // all four dropouts (two in the LSTM stack, two in the head)
+  check_clstm_speech(Mode::Eval, false, 161);
+  check_clstm_speech(Mode::Train, true, 162);
 }
 
 #endif  // MMAN_WITH_CUDA

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstddef>
 
+#include "mman/cuda/buffer.h"
+
 // The library handle types, forward-declared so that host code can hold a context without
 // including any CUDA header (cudaStream_t is CUstream_st*, cublasHandle_t cublasContext*,
 // cudnnHandle_t cudnnContext*).
@@ -47,11 +49,17 @@ class CudaContext {
   // Sets `bytes` bytes to zero, queued on the stream.
   void zero(void* d_dst, size_t bytes) const;
 
+  // At least n device floats equal to 1, kept and grown by the context: the vector with which
+  // cuBLAS broadcasts a bias (ones * b^T) and sums columns (dy^T * ones) without a kernel.
+  const float* ones(size_t n) const;
+
  private:
   int device_ = 0;
   CUstream_st* stream_ = nullptr;
   cublasContext* cublas_ = nullptr;
   cudnnContext* cudnn_ = nullptr;
+  mutable DeviceBuffer ones_;
+  mutable size_t ones_count_ = 0;
 };
 
 }  // namespace mman::cuda
