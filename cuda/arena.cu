@@ -36,13 +36,18 @@ void DeviceBuffer::reserve(size_t bytes) {
   release();
   // A quarter of headroom: batches grow in small steps during the first epoch, and each
   // growth costs a device-wide synchronisation in cudaFree.
-  const size_t want = bytes + bytes / 4;
+  size_t want = bytes + bytes / 4;
   void* p = nullptr;
-  const cudaError_t err = cudaMalloc(&p, want);
+  cudaError_t err = cudaMalloc(&p, want);
+  if (err != cudaSuccess) {  // without the headroom, then give up
+    cudaGetLastError();
+    want = bytes;
+    err = cudaMalloc(&p, want);
+  }
   if (err != cudaSuccess) {
     cudaGetLastError();
-    fail("CUDA device memory: cannot allocate {} bytes ({:.1f} MiB): {}", want,
-         static_cast<double>(want) / (1024.0 * 1024.0), cudaGetErrorString(err));
+    fail("CUDA device memory: cannot allocate {} bytes ({:.2f} GiB): {}", bytes,
+         static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0), cudaGetErrorString(err));
   }
   data_ = p;
   capacity_ = want;
