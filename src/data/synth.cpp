@@ -1,44 +1,49 @@
 // synth_dataset: the synthetic IEMOCAP stand-in (`mman_exp synth --preset iemocap`).
 //
-// Generative model of the `iemocap` preset (also in docs/synthetic_data.md). Every
-// random draw comes from mman::Rng (fully specified), in separate streams for structure
-// and features, so a seed gives bit-identical data on every platform.
+// Generative model of the `iemocap` preset (docs/synthetic_data.md says the same with
+// the accuracies it gives). Every number is a field of IemocapModel below. All draws
+// come from mman::Rng (fully specified, no std:: distributions) in three independent
+// streams (structure, layout, noise), so a seed gives bit-identical data everywhere.
 //
-// Structure (per split; train = sessions Ses01..Ses04 x 30 conversations, test = Ses05
-// x 31 conversations):
-//  1. Conversation lengths L ~ round(exp(N(log 44, 0.5))) clipped to [8, 110], then
-//     nudged one utterance at a time (random conversations, staying within [8, 110])
-//     until they sum exactly to the split's utterance count of the paper's Table 1.
-//  2. Turns: two speakers per conversation (the session's actors "Ses0N_F", "Ses0N_M"),
-//     the first chosen at random, the speaker switching after each turn with
-//     probability 0.8 (so some runs of the same speaker).
-//  3. Labels: the split's exact multiset of raw labels (hap, sad, neu, ang, exc, fru
-//     counts of Table 1) is dealt out, conversation by conversation in random order,
-//     without replacement, so the counts are exact by construction. Each conversation
-//     draws a theme class; each speaker carries a current emotion and keeps it on their
-//     next turn with probability model.stay (emotions persist along a speaker's turns);
-//     otherwise a new one is drawn with weight remaining[k] * (1 + model.theme * affinity of
-//     k to the theme). So context (the past turns) predicts the current emotion.
+// Structure, per split (train: sessions Ses01..Ses04 x 30 conversations; test: Ses05 x 31):
+//  1. Lengths: round(exp(N(log 44, 0.5))) clipped to [8, 110], then nudged one
+//     utterance at a time (random conversations, staying in [8, 110]) until they sum
+//     exactly to the split's Table 1 total (5810 / 1623).
+//  2. Turns: the session's two actors ("Ses01_F", "Ses01_M") alternate; after each turn
+//     the other one speaks with probability 0.8, so there are some runs of one speaker.
+//  3. Labels: the split's exact multiset of raw labels (Table 1 counts of hap, sad, neu,
+//     ang, exc, fru) is dealt without replacement, conversation by conversation in a
+//     random order, so the counts are exact by construction. Each conversation draws a
+//     theme class; each speaker carries a current emotion and keeps it on their next
+//     turn with probability `stay` (0.8); otherwise, with probability `contagion` (0.5),
+//     takes the other speaker's current emotion, else draws a new one with weight
+//     remaining[k] x (1 + theme boost: 3 for the theme, 1.5 for its related class
+//     hap-exc, ang-fru, sad-neu). So past turns predict the current emotion (context).
 //
-// Features (per modality m with d_m = 100 audio, 512 visual, 100 text): orthonormal
-// directions drawn per modality: arousal d_ar, valence d_va, interaction d_x and six
-// class directions e_k. For an utterance of raw class k,
-//     z_m = r * (a_m A_k d_ar + v_m V_k d_va + w_m e_k + x_m s c_m(k) d_x)
-//           + o_conv + o_actor + o_turn + sigma_m * eps,     eps ~ N(0, I)
-//  - A_k (arousal) and V_k (valence) are fixed per class (model.arousal, model.valence): audio is
-//    mostly arousal, text mostly valence, visual a weaker mix of both.
-//  - s in {-1, +1} is a hidden per-utterance sign; it multiplies d_x in audio (c = 1)
-//    and in text (c = model.joint[k] = +1 for neu/ang, -1 otherwise). Each modality alone sees
-//    a symmetric +-x along d_x whatever the class; only the product of the audio and
-//    text projections reveals model.joint (a cross-modal interaction no linear fusion sees).
-//  - r is the utterance's intensity: with probability model.ambiguous the utterance is
-//    ambiguous (r ~ U(0, 0.25): almost no own signal, only context reveals it),
-//    otherwise r ~ U(0.7, 1.3).
-//  - o_conv (per conversation), o_actor (per speaker, shared over the session) and
-//    o_turn (per speaker within a conversation) are Gaussian offsets: nuisance that
-//    a model can cancel from a conversation's context.
-// Finally audio is mapped to openSMILE-like ranges, audio_j = mu_j + scale_j * z_j with
-// per-dimension log-uniform scales (0.05 .. 60) and offsets up to a few hundred, so
+// Features, per modality m (audio 100-d, visual 512-d, text 100-d), are generated in a
+// small latent space (24 / 32 / 24 dimensions) with orthonormal directions for arousal
+// d_ar, valence d_va, a cross-modal interaction d_x, six class directions e_k and
+// gender d_g, then mixed into the observed dimensions by a random matrix M_m (entries
+// N(0, 1/latent)), so observed features are redundant and correlated like real ones:
+//     z = r (a_m A_k d_ar + v_m V_k d_va + w_m e_k + x_m s c_m(k) d_x) + g_m G d_g
+//         + o_conv + o_actor + o_turn + sigma_m eps                     (latent, eps ~ N(0, I))
+//     x = M_m z + tau_m eps'                                            (observed)
+//  - A_k / V_k: per-class arousal (hap .6, sad -.9, neu -.5, ang 1, exc .8, fru 0) and
+//    valence (hap .9, sad -.7, neu 0, ang -.8, exc .7, fru -.6). Audio weighs arousal
+//    (a 1.0, v .15), text valence (a .15, v 1.0), visual both weakly and more noisily.
+//  - s in {-1, +1}: a hidden per-utterance sign on d_x in audio (c = 1) and in text
+//    (c = joint[k]: +1 for neu and ang, -1 otherwise). Each modality alone sees +-x_m
+//    whatever the class; only the product of the audio and text projections reveals
+//    joint[k] (an interaction that attention's q.k can compute, no linear fusion can).
+//  - r: utterance intensity; with probability `ambiguous` (0.2) r ~ U(0, 0.25), an
+//    utterance with almost no own signal that only context can label; else U(0.7, 1.3).
+//  - G = +1 for F, -1 for M: speakers are told apart by their voice (audio, and
+//    visual more weakly), so a recurrent model can follow each speaker's state.
+//  - o_conv (per conversation), o_actor (per actor, shared across the session) and
+//    o_turn (per speaker within a conversation): small Gaussian nuisance offsets that a
+//    model sees as shifts it can estimate from a conversation's context.
+// Finally audio is mapped to openSMILE-like ranges: audio_j = mu_j + scale_j x_j with
+// per-dimension log-uniform scales in [0.05, 60] and offsets up to a few hundred, so
 // normalisation matters; visual and text stay near unit scale.
 #include "mman/data/synth.h"
 
@@ -65,15 +70,16 @@ constexpr std::array<int, kClasses> kTestCounts = {144, 245, 384, 170, 299, 381}
 // Every tunable number of the generative model (see the comment at the top).
 struct ModalityModel {
   const char* name;
-  int dim;
+  int dim, latent;                      // observed and latent dimensions
   double arousal, valence, own, joint;  // a_m, v_m, w_m, x_m
-  double noise;                         // sigma_m per dimension
+  double noise;                         // sigma_m per latent dimension
+  double observation_noise;             // independent noise per observed dimension
   double conv_offset, actor_offset, turn_offset;
   double gender;                        // +gender (F) / -gender (M) along a gender direction
 };
 struct IemocapModel {
   // Per-class latent coordinates (hap, sad, neu, ang, exc, fru).
-  std::array<double, kClasses> arousal = {0.6, -0.9, -0.5, 1.0, 0.8, 0.2};
+  std::array<double, kClasses> arousal = {0.6, -0.9, -0.5, 1.0, 0.8, 0.0};
   std::array<double, kClasses> valence = {0.9, -0.7, 0.0, -0.8, 0.7, -0.6};
   std::array<double, kClasses> joint = {-1, -1, +1, +1, -1, -1};
   // Theme affinity: the theme class itself 1, a related class 0.5 (hap-exc, ang-fru, sad-neu).
@@ -88,9 +94,9 @@ struct IemocapModel {
   double length_median = 44, length_sigma = 0.5;  // conversation lengths, log-normal
   // audio, visual, text
   std::array<ModalityModel, 3> modalities = {{
-      {"audio", 100, 1.0, 0.15, 0.35, 1.0, 0.75, 0.25, 0.25, 0.25, 1.0},
-      {"visual", 512, 0.35, 0.35, 0.35, 0.0, 0.9, 0.25, 0.25, 0.25, 0.5},
-      {"text", 100, 0.15, 1.0, 0.35, 1.0, 0.75, 0.25, 0.25, 0.25, 0.0},
+      {"audio", 100, 24, 1.0, 0.15, 0.5, 1.0, 0.75, 0.3, 0.08, 0.08, 0.08, 1.0},
+      {"visual", 512, 32, 0.5, 0.5, 0.6, 0.0, 0.8, 0.3, 0.08, 0.08, 0.08, 0.5},
+      {"text", 100, 24, 0.15, 1.0, 0.5, 1.0, 0.75, 0.3, 0.08, 0.08, 0.08, 0.0},
   }};
 };
 constexpr int kMinLen = 8, kMaxLen = 110;
@@ -291,63 +297,71 @@ Dataset make_iemocap(uint64_t seed, const IemocapModel& model) {
   }
 
   for (const ModalityModel& mm : model.modalities) {
-    const int d = mm.dim;
+    const int d = mm.dim, k = mm.latent;
+    const size_t dk = static_cast<size_t>(k);
     ds.modalities.emplace_back(mm.name);
-    // Directions: 0 arousal, 1 valence, 2 interaction, 3.. class directions, last gender.
-    const auto dirs = orthonormal_directions(layout, d, 4 + kClasses);
-    const double joint_audio = std::string(mm.name) == "audio" ? 1.0 : 0.0;
-    const double joint_text = std::string(mm.name) == "text" ? 1.0 : 0.0;
-    std::array<std::vector<double>, kClasses> mean;  // r-scaled part without the sign term
-    for (int k = 0; k < kClasses; ++k) {
-      auto& mu = mean[static_cast<size_t>(k)];
-      mu.assign(static_cast<size_t>(d), 0.0);
-      for (int i = 0; i < d; ++i) {
-        const size_t ii = static_cast<size_t>(i);
-        mu[ii] = mm.arousal * model.arousal[static_cast<size_t>(k)] * dirs[0][ii] +
-                 mm.valence * model.valence[static_cast<size_t>(k)] * dirs[1][ii] +
-                 mm.own * dirs[static_cast<size_t>(3 + k)][ii];
-      }
+    const bool is_audio = std::string(mm.name) == "audio", is_text = std::string(mm.name) == "text";
+    // Latent directions: 0 arousal, 1 valence, 2 interaction, 3..8 classes, 9 gender.
+    const auto dirs = orthonormal_directions(layout, k, 4 + kClasses);
+    const std::vector<double>& gender_dir = dirs[static_cast<size_t>(3 + kClasses)];
+    // Mixing matrix [d x k], entries N(0, 1/k): every observed dimension mixes all
+    // latent factors, so the features are redundant and correlated like real ones.
+    std::vector<double> mix(static_cast<size_t>(d) * dk);
+    for (double& a : mix) a = layout.normal() / std::sqrt(static_cast<double>(k));
+    std::array<std::vector<double>, kClasses> mean;  // class signal in latent space (before r)
+    for (int c = 0; c < kClasses; ++c) {
+      auto& mu = mean[static_cast<size_t>(c)];
+      mu.assign(dk, 0.0);
+      for (size_t j = 0; j < dk; ++j)
+        mu[j] = mm.arousal * model.arousal[static_cast<size_t>(c)] * dirs[0][j] +
+                mm.valence * model.valence[static_cast<size_t>(c)] * dirs[1][j] +
+                mm.own * dirs[static_cast<size_t>(3 + c)][j];
     }
     // openSMILE-like affine map for audio: log-uniform scales, offsets up to hundreds.
     std::vector<double> scale(static_cast<size_t>(d), 1.0), shift(static_cast<size_t>(d), 0.0);
-    if (joint_audio > 0) {
+    if (is_audio) {
       for (int i = 0; i < d; ++i) {
         scale[static_cast<size_t>(i)] = std::exp(layout.uniform(std::log(0.05), std::log(60.0)));
         shift[static_cast<size_t>(i)] = scale[static_cast<size_t>(i)] * layout.uniform(-1.0, 6.0);
       }
     }
-    auto gaussian_vector = [&](Rng& rng, double sigma) {
-      std::vector<double> v(static_cast<size_t>(d));
-      for (double& x : v) x = sigma * rng.normal();
+    auto gaussian_vector = [&](double sigma) {
+      std::vector<double> v(dk);
+      for (double& x : v) x = sigma * noise.normal();
       return v;
     };
-    // Speaker (actor) offsets per session, drawn in session order.
+    // Speaker (actor) offsets per session and gender, drawn in session order.
     std::vector<std::array<std::vector<double>, 2>> actor(6);
     for (int s = 1; s <= 5; ++s)
-      for (int g = 0; g < 2; ++g) actor[static_cast<size_t>(s)][static_cast<size_t>(g)] = gaussian_vector(noise, mm.actor_offset);
+      for (int g = 0; g < 2; ++g) actor[static_cast<size_t>(s)][static_cast<size_t>(g)] = gaussian_vector(mm.actor_offset);
 
     Tensor& x = ds.features.emplace_back(n, d);
+    std::vector<double> z(dk);
     for (int c = 0; c < ds.num_conversations(); ++c) {
       const ConvPlan& plan = convs[static_cast<size_t>(c)];
-      const std::vector<double> conv_off = gaussian_vector(noise, mm.conv_offset);
-      const std::array<std::vector<double>, 2> turn_off = {gaussian_vector(noise, mm.turn_offset),
-                                                           gaussian_vector(noise, mm.turn_offset)};
-      for (int64_t u = ds.conv_offsets[static_cast<size_t>(c)]; u < ds.conv_offsets[static_cast<size_t>(c) + 1]; ++u) {
+      const int64_t begin = ds.conv_offsets[static_cast<size_t>(c)], end = ds.conv_offsets[static_cast<size_t>(c) + 1];
+      const std::vector<double> conv_off = gaussian_vector(mm.conv_offset);
+      const std::array<std::vector<double>, 2> turn_off = {gaussian_vector(mm.turn_offset), gaussian_vector(mm.turn_offset)};
+      for (int64_t u = begin; u < end; ++u) {
         const size_t uu = static_cast<size_t>(u);
-        const int k = ds.labels[uu];
-        const int g = plan.speaker[uu - static_cast<size_t>(ds.conv_offsets[static_cast<size_t>(c)])];
+        const int label = ds.labels[uu];
+        const int g = plan.speaker[static_cast<size_t>(u - begin)];
         const double r = intensity[uu];
-        const double joint = mm.joint * sign[uu] * (joint_audio + joint_text * model.joint[static_cast<size_t>(k)]);
-        const auto& mu = mean[static_cast<size_t>(k)];
+        const double joint =
+            mm.joint * sign[uu] * (is_audio ? 1.0 : is_text ? model.joint[static_cast<size_t>(label)] : 0.0);
+        const double gender = g == 0 ? mm.gender : -mm.gender;
+        const auto& mu = mean[static_cast<size_t>(label)];
         const auto& act = actor[static_cast<size_t>(plan.session_number)][static_cast<size_t>(g)];
         const auto& turn = turn_off[static_cast<size_t>(g)];
-        const double gender = g == 0 ? mm.gender : -mm.gender;
-        const auto& gdir = dirs[static_cast<size_t>(3 + kClasses)];
+        for (size_t j = 0; j < dk; ++j)
+          z[j] = r * (mu[j] + joint * dirs[2][j]) + gender * gender_dir[j] + conv_off[j] + act[j] + turn[j] +
+                 mm.noise * noise.normal();
         float* row = x.row(u);
         for (int i = 0; i < d; ++i) {
-          const size_t ii = static_cast<size_t>(i);
-          const double z = r * (mu[ii] + joint * dirs[2][ii]) + gender * gdir[ii] + conv_off[ii] + act[ii] + turn[ii] + mm.noise * noise.normal();
-          row[i] = static_cast<float>(shift[ii] + scale[ii] * z);
+          const double* a = mix.data() + static_cast<size_t>(i) * dk;
+          double v = mm.observation_noise * noise.normal();
+          for (size_t j = 0; j < dk; ++j) v += a[j] * z[j];
+          row[i] = static_cast<float>(shift[static_cast<size_t>(i)] + scale[static_cast<size_t>(i)] * v);
         }
       }
     }
