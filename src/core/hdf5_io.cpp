@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "mman/atomic_file.h"
 #include "mman/error.h"
 
 // Weak: set only in sanitizer builds (probe() clears it in its child).
@@ -322,13 +323,24 @@ File File::create(const std::string& path) {
   const std::string tmp = (dir / fmt::format(".{}.tmp-{}-{}", target.filename().string(), ::getpid(),
                                              g_temp_counter.fetch_add(1)))
                               .string();
+  // The file is built in memory (HDF5's core driver) and written out by commit() with our
+  // own checked writes: when HDF5 itself meets a full disk its close fails half-way and
+  // the library crashes at exit. The empty temporary created here reserves the name and
+  // shows at once whether the folder is writable.
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const std::string why = std::strerror(errno);
+    throw Error(fmt::format("{}: cannot create the temporary file '{}' ({})", path, tmp, why));
+  }
+  ::close(fd);
   Hid fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_STRONG);
-  const hid_t id = H5Fcreate(tmp.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get());
+  H5Pset_fapl_core(fapl.get(), size_t{1} << 20, /*backing_store=*/0);
+  const hid_t id = H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get());
   if (id < 0) {
     const std::string detail = hdf5_detail();
-    throw Error(fmt::format("{}: cannot create the temporary file '{}'{}{}", path, tmp,
-                            ::access(dir.c_str(), W_OK) != 0 ? " (folder not writable)" : "", detail));
+    std::remove(tmp.c_str());
+    throw Error(fmt::format("{}: cannot create the file in memory{}", path, detail));
   }
   return File(path, tmp, id, Mode::Write);
 }
@@ -373,27 +385,31 @@ void File::commit() {
     return;
   }
   const bool flushed = H5Fflush(id_, H5F_SCOPE_GLOBAL) >= 0;
+  std::string image;
+  if (flushed && mode_ == Mode::Write) {
+    const ssize_t size = H5Fget_file_image(id_, nullptr, 0);
+    if (size > 0) {
+      image.resize(static_cast<size_t>(size));
+      if (H5Fget_file_image(id_, image.data(), image.size()) != size) image.clear();
+    }
+  }
   const bool closed = H5Fclose(id_) >= 0;
   id_ = -1;
-  if (!flushed || !closed) {
+  if (!flushed || !closed || (mode_ == Mode::Write && image.empty())) {
     const std::string detail = hdf5_detail();
     close_quietly();
     throw Error(fmt::format("{}: writing the file failed{}", path_, detail));
   }
   if (mode_ == Mode::Edit) return;
-  // Make the data durable before the rename publishes it, so a crash leaves either the
-  // old file or the complete new one.
-  const int fd = ::open(tmp_path_.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
+  // Written to a temporary, flushed to disk and renamed (write_file_atomic), so a crash or
+  // a full disk leaves either the old file or the complete new one, and a clear error.
+  try {
+    write_file_atomic(path_, image);
+  } catch (const Error&) {
     close_quietly();
-    throw Error(fmt::format("{}: cannot move the finished file into place ({})", path_, why));
+    throw;
   }
-  tmp_path_.clear();
+  close_quietly();  // removes the empty placeholder
 }
 
 void File::fail(const std::string& object_path, const std::string& problem) const {

@@ -1,11 +1,39 @@
 // ParamStore: registration, lookup, freezing and copying of named parameter tensors.
 #include "mman/params.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
 
 #include "mman/error.h"
 
 namespace mman {
+namespace {
+
+// Bytes this process may use: physical memory, or a lower cgroup (container) limit, or
+// MMAN_MEMORY_LIMIT_MB from the environment (to share a machine, and for tests).
+double memory_limit_bytes() {
+  static const double limit = [] {
+    if (const char* env = std::getenv("MMAN_MEMORY_LIMIT_MB"))
+      if (std::atof(env) > 0) return std::atof(env) * 1024.0 * 1024.0;
+    double bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+    for (const char* file : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+      std::ifstream in(file);
+      double cgroup = 0;
+      if (in >> cgroup && cgroup > 0 && (bytes <= 0 || cgroup < bytes)) bytes = cgroup;
+    }
+    return bytes;
+  }();
+  return limit;
+}
+
+// Training keeps about six floats per parameter: the value, its gradient, Adam's two
+// moments, the best epoch's copy and the copy a saved state is written from.
+constexpr double kTrainingBytesPerParameter = 24;
+
+}  // namespace
 
 int ParamStore::add(const std::string& name, std::vector<int64_t> shape) {
   MMAN_CHECK(find(name) < 0, "parameter '{}' registered twice", name);
@@ -19,6 +47,15 @@ int ParamStore::add(const std::string& name, std::vector<int64_t> shape) {
   info.shape = std::move(shape);
   info.offset = (values_.size() + kParamAlign - 1) / kParamAlign * kParamAlign;
   info.size = static_cast<size_t>(n);
+  // A config can ask for a model far beyond memory (hidden: 8192, lstm_layers: 14):
+  // refuse it before allocating, instead of dying in bad_alloc or by the OOM killer.
+  const double total = static_cast<double>(info.offset + info.size);
+  const double limit = memory_limit_bytes();
+  if (limit > 0 && total * kTrainingBytesPerParameter > limit)
+    fail("parameter '{}' {} brings the model to {:.0f} million parameters, which need about {:.1f} GB to train, "
+         "more than the {:.1f} GB of memory here",
+         name, fmt::format("[{}]", fmt::join(info.shape, " x ")), total / 1e6, total * kTrainingBytesPerParameter / 1e9,
+         limit / 1e9);
   values_.resize(info.offset + info.size, 0.0f);
   grads_.resize(values_.size(), 0.0f);
   infos_.push_back(std::move(info));

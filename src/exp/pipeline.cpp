@@ -308,6 +308,9 @@ int run_experiment(const RunOptions& opt) {
     }
   };
 
+  // A failure mid-run (a diverged loss, a full disk) is recorded in run.log too, so the
+  // run directory says why it stopped; whatever was saved stays resumable.
+  try {
   for (const int64_t seed : cfg.seeds) {
     current_seed = seed;
     ensure_writable_dir((fs::path(dir) / "checkpoints" / fmt::format("seed{}", seed)).string());
@@ -380,6 +383,11 @@ int run_experiment(const RunOptions& opt) {
         write_outputs();
       }
     }
+  }
+  } catch (const Error& e) {
+    if (progress) progress->finish();
+    log.file_only(fmt::format("error: {}", e.what()));
+    throw;
   }
   progress.reset();
   results.complete = true;

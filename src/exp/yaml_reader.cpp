@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -263,10 +264,14 @@ void YamlMap::finish() const {
 
 YAML::Node load_yaml_with_overrides(const std::string& file, const std::vector<std::string>& overrides,
                                     YamlSource& source) {
+  // A folder opens as an empty stream on Linux and would read as an empty config.
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) fail("{}: is a folder, not a config file", file);
   std::ifstream in(file);
   if (!in) fail("{}: cannot open the config file", file);
   std::stringstream text;
   text << in.rdbuf();
+  if (in.bad()) fail("{}: cannot read the config file", file);
   return parse_yaml_with_overrides(text.str(), file, overrides, source);
 }
 

@@ -2,6 +2,7 @@
 #include "mman/train/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "mman/error.h"
@@ -38,12 +39,21 @@ void read_tensor(const h5::File& f, const std::string& path, const ParamInfo& p,
 }
 
 // Reads every tensor of `params` from `group` into an arena of the params layout.
-std::vector<float> read_arena(const h5::File& f, const std::string& group, const ParamStore& params) {
+// Parameter values must be finite (the trainer never saves NaN or Inf weights, so such a
+// file is damaged and would only give NaN predictions); Adam moments are not checked.
+std::vector<float> read_arena(const h5::File& f, const std::string& group, const ParamStore& params,
+                              bool finite_values) {
   std::vector<float> arena(params.values().size(), 0.0f);
   for (const ParamInfo& p : params.infos()) {
     const std::string path = group + "/" + p.name;
     if (!f.exists(path)) f.fail(path, fmt::format("missing tensor (parameter {})", p.name));
-    read_tensor(f, path, p, arena.data() + p.offset);
+    float* dst = arena.data() + p.offset;
+    read_tensor(f, path, p, dst);
+    if (finite_values)
+      for (size_t i = 0; i < p.size; ++i)
+        if (!std::isfinite(dst[i]))
+          f.fail(path, fmt::format("value {} at flat index {} (parameter {}): parameters must be finite", dst[i], i,
+                                   p.name));
   }
   return arena;
 }
@@ -168,9 +178,9 @@ TrainState read_state(const h5::File& f, const ParamStore& params) {
   if (!f.is_group(kState)) f.fail(kState, "missing group: the checkpoint has no trainer state to resume from");
   TrainState s;
   const std::string g = kState;
-  s.adam.m = read_arena(f, g + "/adam_m", params);
-  s.adam.v = read_arena(f, g + "/adam_v", params);
-  if (f.exists(g + "/best")) s.best_values = read_arena(f, g + "/best", params);
+  s.adam.m = read_arena(f, g + "/adam_m", params, false);
+  s.adam.v = read_arena(f, g + "/adam_v", params, false);
+  if (f.exists(g + "/best")) s.best_values = read_arena(f, g + "/best", params, true);
   s.adam.step = int64_attr(f, "adam_step");
   if (!f.has_attr(kState, "shuffle_state")) f.fail(kState, "missing attribute 'shuffle_state'");
   s.shuffle_state = f.read_uint_attr(kState, "shuffle_state");
@@ -259,7 +269,7 @@ CheckpointMeta load_checkpoint_in_process(const std::string& path, ParamStore& p
     f.fail("/ (attribute model_type)",
            fmt::format("the checkpoint holds a '{}' model, expected '{}'", meta.model_type, expected_type));
   const std::string group = param_group(f);
-  std::vector<float> values = read_arena(f, group, params);
+  std::vector<float> values = read_arena(f, group, params, true);
   if (group.empty()) {
     check_no_extras(f, "", params, {"train_state"});
   } else {

@@ -117,11 +117,21 @@ class Phase {
       params.zero_grads();
       const Tensor& logits = model_.forward(batch_, Mode::Train, DropoutKey{config_.seed, static_cast<uint64_t>(state_.global_step)});
       const LossResult loss = masked_cross_entropy(logits, batch_.targets.data(), protocol_.heads, &dlogits_);
-      MMAN_CHECK(std::isfinite(loss.loss), "training {}: the loss is {} at epoch {}, batch {} (diverged)", name_,
-                 loss.loss, epoch, b + 1);
+      if (!std::isfinite(loss.loss)) diverged("the loss is", loss.loss, epoch, b + 1);
       model_.backward(batch_, dlogits_);
-      if (config_.clip_value > 0) clip_grad_value(params, static_cast<float>(config_.clip_value));
-      if (config_.clip_norm > 0) clip_grad_norm(params, config_.clip_norm);
+      // A non-finite gradient would make every parameter NaN in one Adam step (and the
+      // clamp of clip_value would hide NaN as -clip_value): stop before the step. With
+      // norm clipping alone, its norm (of the raw gradients, in double) is the check.
+      const bool clamp = config_.clip_value > 0;
+      if (clamp || config_.clip_norm <= 0) {
+        const double norm = grad_norm(params);
+        if (!std::isfinite(norm)) diverged("the gradient norm is", norm, epoch, b + 1);
+      }
+      if (clamp) clip_grad_value(params, static_cast<float>(config_.clip_value));
+      if (config_.clip_norm > 0) {
+        const double norm = clip_grad_norm(params, config_.clip_norm);
+        if (!std::isfinite(norm)) diverged("the gradient norm is", norm, epoch, b + 1);
+      }
       adam_.step(params);
       ++state_.global_step;
       state_.partial_loss_sum += loss.loss * static_cast<double>(loss.scored);
@@ -170,6 +180,26 @@ class Phase {
     }
     save_state();
     return true;
+  }
+
+  // Stops training on a NaN or Inf before it reaches the parameters. The state file keeps
+  // the last completed epoch (saved when it ended), so nothing good is lost.
+  [[noreturn]] void diverged(const char* what, double value, int epoch, size_t batch) const {
+    fail("training {}: {} {} at epoch {}, batch {} (diverged; try a lower train.lr, clipping, or data.normalize: "
+         "true){}",
+         name_, what, value, epoch, batch,
+         path_.empty() || !std::filesystem::exists(path_)
+             ? std::string()
+             : fmt::format("; the last saved state ({} epochs completed) is kept in {}", state_.epoch, path_));
+  }
+
+  // L2 norm of the trainable gradients, in double (NaN or Inf when any element is).
+  static double grad_norm(const ParamStore& params) {
+    const float* g = params.grads().data();
+    double sum = 0;
+    for (const auto& [begin, end] : trainable_spans(params))
+      for (size_t i = begin; i < end; ++i) sum += static_cast<double>(g[i]) * static_cast<double>(g[i]);
+    return std::sqrt(sum);
   }
 
   TrainResult result(bool interrupted) const {
