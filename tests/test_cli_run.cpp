@@ -115,6 +115,20 @@ TEST(CliRun, RunThenEvalAndPredictAgreeWithTheReport) {
   }
   EXPECT_GT(tested, 50);
 
+  // Figures: the plotting script the run calls at its end (with output.plots: true)
+  // writes a confusion heatmap per model and the learning curves, as real PNG files.
+  const test::CommandResult fig = test::run_command(test::python_binary() + " " + MMAN_TEST_TOOLS_DIR + "/plot_run.py " + run);
+  if (fig.exit_code == 2) {
+    ADD_FAILURE() << "matplotlib is missing for " << test::python_binary() << " (tools/setup.sh installs it): " << fig.output;
+  } else {
+    ASSERT_EQ(fig.exit_code, 0) << fig.output;
+    for (const char* f : {"confusion_mman.png", "confusion_clstm_speech.png", "learning_curves.png"}) {
+      const std::string png = test::read_file(run + "/figures/" + f);
+      ASSERT_GT(png.size(), 1000u) << f;
+      EXPECT_EQ(png.substr(1, 3), "PNG") << f;
+    }
+  }
+
   // params lists every model with its exact count.
   const test::CommandResult pa = test::run_command(exe() + " params " + smoke());
   ASSERT_EQ(pa.exit_code, 0) << pa.output;

@@ -55,7 +55,7 @@ def plot_confusions(plt, results, out_dir):
         total = None
         names = None
         for seed_result in model.get("per_seed", {}).values():
-            classes = seed_result.get("metrics", {}).get("classes")
+            classes = seed_result.get("test", {}).get("classes")
             if not classes or not classes.get("confusion"):
                 continue
             counts = classes["confusion"]
@@ -94,7 +94,7 @@ def plot_binary(plt, results, out_dir):
         acc = defaultdict(list)
         f1 = defaultdict(list)
         for seed_result in model.get("per_seed", {}).values():
-            for head in seed_result.get("metrics", {}).get("heads", []):
+            for head in seed_result.get("test", {}).get("heads", []):
                 label = head["class_names"][-1]
                 acc[label].append(100 * head["accuracy"])
                 f1[label].append(100 * head["weighted_f1"])
