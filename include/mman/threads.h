@@ -4,11 +4,23 @@
 
 namespace mman {
 
-// Sets the OpenMP team size and OpenBLAS's own thread count to n (n <= 0: the number of
-// cores). Results are deterministic for a fixed n.
+// Sets the OpenMP team size to n (n <= 0: the number of cores) and keeps OpenBLAS's own
+// pool at one thread (mman::gemm splits large products over the OpenMP team). Results
+// are deterministic for a fixed n.
 void set_num_threads(int n);
 int num_threads();
-// e.g. "OpenBLAS 0.3.21 (pthread, Haswell, 2 threads)".
+
+// Call first thing in main(): when the environment sets neither OMP_WAIT_POLICY nor
+// GOMP_SPINCOUNT, re-executes the program (same pid, same arguments) with
+// OMP_WAIT_POLICY=PASSIVE, so idle OpenMP threads sleep instead of spinning. GNU OpenMP
+// reads these variables only when it loads, hence the re-exec. A spinning thread costs
+// nothing on idle cores, but on cores shared with other work it takes the time the
+// program's own busy thread needs: with libgomp's default (up to 300,000 spins per wait)
+// a stage-2 epoch on 2 busy cores took 5-8 s instead of 0.9 s (bench/NOTES.md). mman's
+// few, large parallel regions make sleeping waits cheap. Returns (doing nothing) when a
+// variable is set or the re-exec fails.
+void prefer_passive_openmp_waits(char** argv);
+// e.g. "OpenBLAS 0.3.21 ... (core Haswell, 1 thread per call; large products split over 2 OpenMP threads)".
 std::string blas_description();
 
 }  // namespace mman

@@ -6,9 +6,11 @@
 #include <exception>
 
 #include "mman/error.h"
+#include "mman/threads.h"
 #include "src/cli/commands.h"
 
 int main(int argc, char** argv) {
+  mman::prefer_passive_openmp_waits(argv);  // may re-execute the program (include/mman/threads.h)
   using namespace mman::cli;
   CLI::App app{"mman_exp: multimodal speech emotion recognition (cLSTM, cLSTM-MMA, MMAN)"};
   app.require_subcommand(1);

@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 #include <omp.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <thread>
 
 extern "C" {
@@ -20,14 +23,27 @@ void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
   if (n <= 0) n = 1;
   omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  // OpenBLAS's pthread pool stays at one thread: its workers busy-wait after every call
+  // and, on a machine with as many cores as threads, fight OpenMP's team (2 threads of
+  // each on 2 cores made an epoch 3x slower than one thread). gemm() splits large
+  // products over the OpenMP team instead (src/core/blas.cpp).
+  openblas_set_num_threads(1);
 }
 
 int num_threads() { return omp_get_max_threads(); }
 
+void prefer_passive_openmp_waits(char** argv) {
+  if (argv == nullptr || std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr)
+    return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  // Still here: the program image could not be re-executed (no /proc, say). Carry on with
+  // the policy libgomp already read; the variable stays set for child processes.
+}
+
 std::string blas_description() {
-  return fmt::format("{} (core {}, {} threads)", openblas_get_config(), openblas_get_corename(),
-                     openblas_get_num_threads());
+  return fmt::format("{} (core {}, {} thread per call; large products split over {} OpenMP threads)",
+                     openblas_get_config(), openblas_get_corename(), openblas_get_num_threads(), num_threads());
 }
 
 }  // namespace mman

@@ -1,0 +1,343 @@
+// Small-M GEMM against a panel-packed B, with AVX-512 / AVX2+FMA kernels chosen at run time.
+//
+// Why not sgemm: a recurrent step multiplies a handful of rows (the conversations of a
+// batch) by the same [h x 4h] weights hundreds of times per batch, and OpenBLAS re-packs
+// the whole weight matrix on every call (13% of a training epoch in its copy routine);
+// packing once per batch and streaming the panels from cache makes the step compute-
+// bound. The kernels are compiled for their instruction set with target attributes and
+// picked by CPUID, so the library still builds for (and runs on) any x86-64.
+#include "src/core/packed_gemm.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define MMAN_PACKED_X86 1
+#endif
+
+namespace mman::detail {
+namespace {
+
+constexpr int kP = kPackedPanel;
+
+// What a kernel does with C: kStore C = sum; kContinue C = C + ... as one chain (C holds
+// the partial sum of the earlier chunks of k); kAdd C = C + sum (the sum formed first, so
+// that accumulating a product twice doubles it exactly).
+constexpr int kStore = 0, kContinue = 1, kAdd = 2;
+
+int panels_of(int n) { return (n + kP - 1) / kP; }
+
+// Splits m rows into blocks of at most max_rows, as even as possible (10 -> 10, 20 ->
+// 10 + 10, 13 with max 12 -> 7 + 6): one pass over the panel per block.
+template <typename F>
+void for_row_blocks(int m, int max_rows, F&& f) {
+  const int blocks = (m + max_rows - 1) / max_rows;
+  int r0 = 0;
+  for (int b = 0; b < blocks; ++b) {
+    const int rows = (m - r0) / (blocks - b);
+    f(r0, rows);
+    r0 += rows;
+  }
+}
+
+// Element (r, j) of op(A): A [m x k] row-major or, transposed, A [k x m].
+template <bool TA>
+inline const float* a_at(const float* a, int lda, int r, int kk) {
+  return TA ? a + static_cast<long>(kk) * lda + r : a + static_cast<long>(r) * lda + kk;
+}
+
+// Rows [r0, r0 + rows) of C for one panel and one chunk [k0, k0 + kc) of k.
+template <bool TA>
+void block_generic(int rows, int kc, const float* a, int lda, const float* panel, float* c, int ldc, int mode,
+                   int cols) {
+  float acc[kP];
+  for (int r = 0; r < rows; ++r) {
+    float* cr = c + static_cast<long>(r) * ldc;
+    for (int j = 0; j < kP; ++j) acc[j] = mode == kContinue && j < cols ? cr[j] : 0.0f;
+    for (int kk = 0; kk < kc; ++kk) {
+      const float av = *a_at<TA>(a, lda, r, kk);
+      const float* bk = panel + static_cast<size_t>(kk) * kP;
+      for (int j = 0; j < kP; ++j) acc[j] += av * bk[j];
+    }
+    if (mode == kAdd)
+      for (int j = 0; j < cols; ++j) acc[j] += cr[j];
+    std::memcpy(cr, acc, static_cast<size_t>(cols) * sizeof(float));
+  }
+}
+
+#ifdef MMAN_PACKED_X86
+
+// Function attributes rather than #pragma GCC target: Clang (the fuzzing build) honours them too.
+#define MMAN_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define MMAN_AVX2 __attribute__((target("avx2,fma")))
+
+// MR rows x one 32-column panel: 2*MR zmm accumulators (MR <= 12 keeps them, the two B
+// vectors and the broadcast in the 32 registers).
+template <int MR, bool TA>
+MMAN_AVX512 void block_avx512(int k, const float* a, int lda, const float* panel, float* c, int ldc, int mode,
+                              __mmask16 m0, __mmask16 m1) {
+  __m512 c0[MR], c1[MR];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+    c0[r] =
+        mode == kContinue ? _mm512_maskz_loadu_ps(m0, c + static_cast<long>(r) * ldc) : _mm512_setzero_ps();
+    c1[r] = mode == kContinue ? _mm512_maskz_loadu_ps(m1, c + static_cast<long>(r) * ldc + 16)
+                              : _mm512_setzero_ps();
+  }
+  for (int kk = 0; kk < k; ++kk) {
+    const __m512 b0 = _mm512_loadu_ps(panel + static_cast<long>(kk) * kP);
+    const __m512 b1 = _mm512_loadu_ps(panel + static_cast<long>(kk) * kP + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const __m512 av = _mm512_set1_ps(*a_at<TA>(a, lda, r, kk));
+      c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
+      c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
+    }
+  }
+  if (mode == kAdd) {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      c0[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c + static_cast<long>(r) * ldc), c0[r]);
+      c1[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + static_cast<long>(r) * ldc + 16), c1[r]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r) {
+    _mm512_mask_storeu_ps(c + static_cast<long>(r) * ldc, m0, c0[r]);
+    _mm512_mask_storeu_ps(c + static_cast<long>(r) * ldc + 16, m1, c1[r]);
+  }
+}
+
+using BlockAvx512 = void (*)(int, const float*, int, const float*, float*, int, int, __mmask16, __mmask16);
+constexpr int kMaxRowsAvx512 = 12;
+template <bool TA>
+constexpr BlockAvx512 kBlocksAvx512[kMaxRowsAvx512 + 1] = {nullptr,
+                                                           block_avx512<1, TA>,
+                                                           block_avx512<2, TA>,
+                                                           block_avx512<3, TA>,
+                                                           block_avx512<4, TA>,
+                                                           block_avx512<5, TA>,
+                                                           block_avx512<6, TA>,
+                                                           block_avx512<7, TA>,
+                                                           block_avx512<8, TA>,
+                                                           block_avx512<9, TA>,
+                                                           block_avx512<10, TA>,
+                                                           block_avx512<11, TA>,
+                                                           block_avx512<12, TA>};
+
+template <bool TA>
+MMAN_AVX512 void panel_avx512(int r0, int r1, int kc, const float* a, int lda, const float* panel, float* c,
+                              int ldc, int mode, int cols) {
+  const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+  for_row_blocks(r1 - r0, kMaxRowsAvx512, [&](int b0, int rows) {
+    const int r = r0 + b0;
+    kBlocksAvx512<TA>[rows](kc, a_at<TA>(a, lda, r, 0), lda, panel, c + static_cast<long>(r) * ldc, ldc, mode,
+                            m0, m1);
+  });
+}
+
+// MR rows x half a panel (16 columns): 2*MR ymm accumulators, MR <= 6 within the 16
+// registers. Same FMA chain per element as the AVX-512 kernel.
+template <int MR, bool TA>
+MMAN_AVX2 void block_avx2(int k, const float* a, int lda, const float* half_panel, float* c, int ldc,
+                          int mode, __m256i m0, __m256i m1) {
+  __m256 c0[MR], c1[MR];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    c0[r] = mode == kContinue ? _mm256_maskload_ps(c + static_cast<long>(r) * ldc, m0) : _mm256_setzero_ps();
+    c1[r] =
+        mode == kContinue ? _mm256_maskload_ps(c + static_cast<long>(r) * ldc + 8, m1) : _mm256_setzero_ps();
+  }
+  for (int kk = 0; kk < k; ++kk) {
+    const __m256 b0 = _mm256_loadu_ps(half_panel + static_cast<long>(kk) * kP);
+    const __m256 b1 = _mm256_loadu_ps(half_panel + static_cast<long>(kk) * kP + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a_at<TA>(a, lda, r, kk));
+      c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(av, b1, c1[r]);
+    }
+  }
+  if (mode == kAdd) {
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      c0[r] = _mm256_add_ps(_mm256_maskload_ps(c + static_cast<long>(r) * ldc, m0), c0[r]);
+      c1[r] = _mm256_add_ps(_mm256_maskload_ps(c + static_cast<long>(r) * ldc + 8, m1), c1[r]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    _mm256_maskstore_ps(c + static_cast<long>(r) * ldc, m0, c0[r]);
+    _mm256_maskstore_ps(c + static_cast<long>(r) * ldc + 8, m1, c1[r]);
+  }
+}
+
+using BlockAvx2 = void (*)(int, const float*, int, const float*, float*, int, int, __m256i, __m256i);
+constexpr int kMaxRowsAvx2 = 6;
+template <bool TA>
+constexpr BlockAvx2 kBlocksAvx2[kMaxRowsAvx2 + 1] = {nullptr,           block_avx2<1, TA>, block_avx2<2, TA>,
+                                                     block_avx2<3, TA>, block_avx2<4, TA>, block_avx2<5, TA>,
+                                                     block_avx2<6, TA>};
+
+MMAN_AVX2 __m256i lane_mask(int valid) {  // lanes 0..valid-1 on
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), idx);
+}
+
+template <bool TA>
+MMAN_AVX2 void panel_avx2(int r0, int r1, int kc, const float* a, int lda, const float* panel, float* c,
+                          int ldc, int mode, int cols) {
+  for (int half = 0; half < 2; ++half) {
+    const int hc = std::min(16, cols - half * 16);
+    if (hc <= 0) break;
+    const __m256i m0 = lane_mask(hc), m1 = lane_mask(hc - 8);
+    for_row_blocks(r1 - r0, kMaxRowsAvx2, [&](int b0, int rows) {
+      const int r = r0 + b0;
+      kBlocksAvx2<TA>[rows](kc, a_at<TA>(a, lda, r, 0), lda, panel + half * 16,
+                            c + static_cast<long>(r) * ldc + half * 16, ldc, mode, m0, m1);
+    });
+  }
+}
+
+#endif  // MMAN_PACKED_X86
+
+// One panel's contribution to rows [r0, r1) of C over one chunk of k.
+using PanelFn = void (*)(int r0, int r1, int kc, const float* a, int lda, const float* panel, float* c,
+                         int ldc, int mode, int cols);
+
+template <bool TA>
+void panel_generic(int r0, int r1, int kc, const float* a, int lda, const float* panel, float* c, int ldc,
+                   int mode, int cols) {
+  block_generic<TA>(r1 - r0, kc, a_at<TA>(a, lda, r0, 0), lda, panel, c + static_cast<long>(r0) * ldc, ldc,
+                    mode, cols);
+}
+
+struct Variant {
+  PanelFn panel[2];  // [trans_a]
+  const char* isa;
+};
+
+Variant variant_named(const std::string& name) {
+#ifdef MMAN_PACKED_X86
+  __builtin_cpu_init();
+  if (name == "avx512" && __builtin_cpu_supports("avx512f"))
+    return {{panel_avx512<false>, panel_avx512<true>}, "avx512"};
+  if (name == "avx2" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return {{panel_avx2<false>, panel_avx2<true>}, "avx2"};
+#endif
+  if (name == "generic") return {{panel_generic<false>, panel_generic<true>}, "generic"};
+  return {{nullptr, nullptr}, nullptr};
+}
+
+const Variant& variant() {
+  static const Variant v = [] {
+    for (const char* isa : {"avx512", "avx2"}) {
+      const Variant c = variant_named(isa);
+      if (c.isa != nullptr) return c;
+    }
+    return variant_named("generic");
+  }();
+  return v;
+}
+
+// Without accumulation, k is processed in chunks of at most kMaxChunk (as even as
+// possible): a chunk of a panel (kc x 32 floats) stays in L1 while the rows stream past
+// it, and C carries the FMA chain from one chunk to the next (a stored and reloaded float
+// is exact), so chunking changes no bits. Accumulating products (C + sum) run k whole.
+constexpr int kMaxChunk = 384;
+
+void run(const Variant& v, int r0, int r1, const float* a, int lda, bool trans_a, const PackedMatrix& b,
+         float* c, int ldc, bool accumulate) {
+  if (r1 <= r0 || b.n <= 0) return;
+  const int k = b.k, n = b.n;
+  if (k == 0) {
+    if (!accumulate)
+      for (int r = r0; r < r1; ++r)
+        std::fill(c + static_cast<long>(r) * ldc, c + static_cast<long>(r) * ldc + n, 0.0f);
+    return;
+  }
+  const int chunks = accumulate ? 1 : (k + kMaxChunk - 1) / kMaxChunk;
+  const PanelFn fn = v.panel[trans_a ? 1 : 0];
+  for (int ch = 0; ch < chunks; ++ch) {
+    const int k0 = static_cast<int>(static_cast<long>(k) * ch / chunks);
+    const int k1 = static_cast<int>(static_cast<long>(k) * (ch + 1) / chunks);
+    const float* a_chunk = trans_a ? a + static_cast<long>(k0) * lda : a + k0;
+    for (int p = 0; p < panels_of(n); ++p) {
+      const float* panel = b.data + (static_cast<size_t>(p) * k + k0) * kP;
+      fn(r0, r1, k1 - k0, a_chunk, lda, panel, c + p * kP, ldc,
+         accumulate ? kAdd
+         : ch > 0   ? kContinue
+                    : kStore,
+         std::min(kP, n - p * kP));
+    }
+  }
+}
+
+}  // namespace
+
+int packed_panels(int n) { return panels_of(n); }
+
+size_t packed_size(int k, int n) { return static_cast<size_t>(panels_of(n)) * k * kP; }
+
+void pack_panels(const float* src, int ld, bool transposed, int k, int n, int p0, int p1, float* dst) {
+  for (int p = p0; p < p1; ++p) {
+    float* panel = dst + static_cast<size_t>(p) * k * kP;
+    const int j0 = p * kP, cols = std::min(kP, n - j0);
+    if (transposed) {
+      // B[kk][j] = src[j][kk]: walk src rows (contiguous reads), scatter into the panel.
+      if (cols < kP)
+        for (int kk = 0; kk < k; ++kk)
+          std::fill(panel + static_cast<size_t>(kk) * kP + cols, panel + (kk + 1) * static_cast<size_t>(kP),
+                    0.0f);
+      for (int j = 0; j < cols; ++j) {
+        const float* s = src + static_cast<long>(j0 + j) * ld;
+        for (int kk = 0; kk < k; ++kk) panel[static_cast<size_t>(kk) * kP + j] = s[kk];
+      }
+    } else {
+      for (int kk = 0; kk < k; ++kk) {
+        float* d = panel + static_cast<size_t>(kk) * kP;
+        std::memcpy(d, src + static_cast<long>(kk) * ld + j0, static_cast<size_t>(cols) * sizeof(float));
+        std::fill(d + cols, d + kP, 0.0f);
+      }
+    }
+  }
+}
+
+PackedMatrix pack_b(const float* src, int ld, bool transposed, int k, int n, std::vector<float>& storage) {
+  if (storage.size() < packed_size(k, n)) storage.resize(packed_size(k, n));
+  pack_panels(src, ld, transposed, k, n, 0, panels_of(n), storage.data());
+  return PackedMatrix{k, n, storage.data()};
+}
+
+void gemm_packed(int m, const float* a, int lda, const PackedMatrix& b, float* c, int ldc, bool accumulate) {
+  run(variant(), 0, m, a, lda, false, b, c, ldc, accumulate);
+}
+
+void gemm_packed_rows(int r0, int r1, const float* a, int lda, bool trans_a, const PackedMatrix& b, float* c,
+                      int ldc, bool accumulate) {
+  run(variant(), r0, r1, a, lda, trans_a, b, c, ldc, accumulate);
+}
+
+void gemm_packed_panels(int m, int p0, int p1, const float* a, int lda, bool trans_a, const PackedMatrix& b,
+                        float* c, int ldc, bool accumulate) {
+  p1 = std::min(p1, panels_of(b.n));
+  if (p1 <= p0) return;
+  // The panels [p0, p1) form the packed matrix of columns [p0*kP, min(n, p1*kP)).
+  const PackedMatrix sub{b.k, std::min(b.n, p1 * kP) - p0 * kP, b.data + static_cast<size_t>(p0) * b.k * kP};
+  run(variant(), 0, m, a, lda, trans_a, sub, c + p0 * kP, ldc, accumulate);
+}
+
+const char* packed_gemm_isa() { return variant().isa; }
+
+bool gemm_packed_variant(const char* isa, int m, const float* a, int lda, bool trans_a, const PackedMatrix& b,
+                         float* c, int ldc, bool accumulate) {
+  const Variant v = variant_named(isa);
+  if (v.isa == nullptr) return false;
+  run(v, 0, m, a, lda, trans_a, b, c, ldc, accumulate);
+  return true;
+}
+
+}  // namespace mman::detail
