@@ -5,8 +5,11 @@
 #include <cmath>
 #include <cstring>
 
+#include <omp.h>
+
 #include "mman/blas.h"
 #include "mman/error.h"
+#include "src/core/packed_gemm.h"
 #include "src/layers/lstm_cell.h"
 
 namespace mman {
@@ -53,16 +56,48 @@ int rows_linked(const PackedLayout& layout, int t, int other) {
   return std::min(layout.batch_sizes[static_cast<size_t>(t)], layout.batch_sizes[static_cast<size_t>(other)]);
 }
 
-// dst = src^T for a row-major [rows x cols] src, in cache-sized tiles.
-void transpose(const float* src, int rows, int cols, Tensor& dst) {
-  dst.resize(cols, rows);
-  float* d = dst.data();
-  constexpr int kTile = 32;
-  for (int r0 = 0; r0 < rows; r0 += kTile)
-    for (int c0 = 0; c0 < cols; c0 += kTile)
-      for (int r = r0; r < std::min(rows, r0 + kTile); ++r)
-        for (int c = c0; c < std::min(cols, c0 + kTile); ++c)
-          d[static_cast<int64_t>(c) * rows + r] = src[static_cast<int64_t>(r) * cols + c];
+// Splits the batch's conversations (longest first, as packed) into at most `parts`
+// contiguous groups [bounds[i], bounds[i+1]) of about equal recurrence work, for one
+// thread each. A group's work is modelled as its rows plus one row-equivalent per step
+// it runs (the per-step overhead: its longest conversation's length); the split
+// minimises the largest group's work (binary search on it, greedy packing).
+void split_conversations(const PackedLayout& layout, int parts, std::vector<int>& bounds) {
+  const int convs = layout.convs();
+  parts = std::max(1, std::min(parts, convs));
+  bounds.clear();
+  bounds.push_back(0);
+  if (parts == 1) {
+    bounds.push_back(convs);
+    return;
+  }
+  const std::vector<int>& len = layout.lengths;
+  auto pack = [&](int64_t cap, std::vector<int>* out) {
+    int used = 1;
+    int64_t load = 0;
+    for (int b = 0; b < convs; ++b) {
+      const int64_t add = len[static_cast<size_t>(b)] + (load == 0 ? len[static_cast<size_t>(b)] : 0);
+      if (load > 0 && load + add > cap) {
+        ++used;
+        if (out != nullptr) out->push_back(b);
+        load = 2 * int64_t{len[static_cast<size_t>(b)]};
+      } else {
+        load += add;
+      }
+    }
+    return used;
+  };
+  int64_t lo = 0, hi = 0;
+  for (int b = 0; b < convs; ++b) hi += len[static_cast<size_t>(b)];
+  hi += len[0];  // everything in one group always fits
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (pack(mid, nullptr) <= parts)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  pack(hi, &bounds);
+  bounds.push_back(convs);
 }
 
 std::string join_prefix(const std::string& prefix) {
@@ -149,6 +184,7 @@ void Lstm::forward(const ParamStore& params, const PackedLayout& layout, const f
   if (rows == 0) return;
 
   ctx.bias_sum.resize(static_cast<int64_t>(units), h4);
+  split_conversations(layout, omp_in_parallel() ? 1 : omp_get_max_threads(), ctx.groups);
   const int64_t* off = layout.step_offsets.data();
   const int* bs = layout.batch_sizes.data();
 
@@ -169,24 +205,37 @@ void Lstm::forward(const ParamStore& params, const PackedLayout& layout, const f
       const float* b_ih = params.value(b_ih_[idx]);
       const float* b_hh = params.value(b_hh_[idx]);
       for (int j = 0; j < h4; ++j) bias[j] = b_ih[j] + b_hh[j];
-      // W_hh^T as [h x 4h]: the per-step GEMMs have only a handful of rows, and for
-      // those OpenBLAS is markedly faster with an untransposed B (it packs B per call).
-      transpose(params.value(w_hh_[idx]), h4, h, ctx.w_hh_t);
-      const float* w_hh_t = ctx.w_hh_t.data();
+      // W_hh^T [h x 4h] packed into panels once per batch: the per-step products then
+      // stream it from cache instead of re-packing it per step (src/core/packed_gemm.h).
+      const detail::PackedMatrix w_hh_t =
+          detail::pack_b(params.value(w_hh_[idx]), h, /*transposed=*/true, h, h4, ctx.w_hh_packed);
 
       // Input projection of every row at once; the biases are added inside the cell.
       gemm(false, true, static_cast<int>(rows), h4, in_dim, 1.0f, in, in_dim, params.value(w_ih_[idx]),
            in_dim, 0.0f, gates.data(), h4);
 
+      // The recurrence, with the batch's conversations split into contiguous groups of
+      // about equal work, one per thread: conversations are independent, so the groups
+      // need no synchronisation at all between steps. A row's result does not depend on
+      // the grouping (gemm_packed and the cell are row-wise), so the forward pass gives
+      // the same bits for every thread count.
       const Direction dir{d == 1, steps};
-      for (int s = 0; s < steps; ++s) {
-        const int t = dir.step(s), tp = dir.pred(t);
-        const int n = bs[t], n_prev = rows_linked(layout, t, tp);
-        float* g = gates.row(off[t]);
-        if (n_prev > 0)
-          gemm(false, false, n_prev, h4, h, 1.0f, out.row(off[tp]) + d * h, hd, w_hh_t, h4, 1.0f, g, h4);
-        detail::lstm_cell_forward(n, n_prev, h, bias, g, n_prev > 0 ? cells.row(off[tp]) : nullptr,
-                                  cells.row(off[t]), tanh_c.row(off[t]), out.row(off[t]) + d * h, hd);
+      const std::vector<int>& groups = ctx.groups;
+      const int group_count = static_cast<int>(groups.size()) - 1;
+#pragma omp parallel for schedule(static, 1) num_threads(group_count) if (group_count > 1)
+      for (int gi = 0; gi < group_count; ++gi) {
+        const int b0 = groups[static_cast<size_t>(gi)], b1 = groups[static_cast<size_t>(gi) + 1];
+        for (int s = 0; s < steps; ++s) {
+          const int t = dir.step(s), tp = dir.pred(t);
+          const int n = std::min(bs[t], b1) - b0;
+          if (n <= 0) continue;
+          const int n_prev = std::clamp(std::min(rows_linked(layout, t, tp), b1) - b0, 0, n);
+          float* g = gates.row(off[t] + b0);
+          if (n_prev > 0) detail::gemm_packed(n_prev, out.row(off[tp] + b0) + d * h, hd, w_hh_t, g, h4, true);
+          detail::lstm_cell_forward(n, n_prev, h, bias, g, n_prev > 0 ? cells.row(off[tp] + b0) : nullptr,
+                                    cells.row(off[t] + b0), tanh_c.row(off[t] + b0), out.row(off[t] + b0) + d * h,
+                                    hd);
+        }
       }
     }
 
@@ -235,6 +284,8 @@ void Lstm::backward(ParamStore& params, const PackedLayout& layout, const float*
   ctx.dc.resize(convs, h);
   ctx.h_prev.resize(rows, h);
   ctx.dbias.resize(1, h4);
+  std::vector<int>& groups = ctx.groups;
+  split_conversations(layout, omp_in_parallel() ? 1 : omp_get_max_threads(), groups);
 
   const float* dout = dy;  // gradient w.r.t. the current layer's output, rows x hd
   for (int k = layers - 1; k >= 0; --k) {
@@ -260,22 +311,38 @@ void Lstm::backward(ParamStore& params, const PackedLayout& layout, const float*
       float* dh_rec = ctx.dh_rec.data();
       float* dc = ctx.dc.data();
 
-      // Steps in reverse processing order. Rows of step t with a successor (its first
-      // n_succ rows) receive dh and dc from it; the others end a conversation here.
+      // W_hh [4h x h] packed for the per-step dh products (dgates_t W_hh).
+      const detail::PackedMatrix w_hh_packed =
+          detail::pack_b(w_hh, h, /*transposed=*/false, h4, h, ctx.w_hh_packed);
+
+      // Steps in reverse processing order, conversation groups in parallel as in the
+      // forward pass (rows of dh_rec and dc belong to one conversation each). Rows of
+      // step t with a successor (the group's first n_succ rows) receive dh and dc from
+      // it; the others end a conversation here.
       const Direction dir{d == 1, steps};
-      for (int s = steps - 1; s >= 0; --s) {
-        const int t = dir.step(s), tp = dir.pred(t);
-        const int n = bs[t], n_prev = rows_linked(layout, t, tp),
-                  n_succ = rows_linked(layout, t, dir.succ(t));
-        if (n_succ < n) {
-          std::fill(dh_rec + static_cast<int64_t>(n_succ) * h, dh_rec + static_cast<int64_t>(n) * h, 0.0f);
-          std::fill(dc + static_cast<int64_t>(n_succ) * h, dc + static_cast<int64_t>(n) * h, 0.0f);
+      const int group_count = static_cast<int>(groups.size()) - 1;
+#pragma omp parallel for schedule(static, 1) num_threads(group_count) if (group_count > 1)
+      for (int gi = 0; gi < group_count; ++gi) {
+        const int b0 = groups[static_cast<size_t>(gi)], b1 = groups[static_cast<size_t>(gi) + 1];
+        float* dh_g = dh_rec + static_cast<int64_t>(b0) * h;
+        float* dc_g = dc + static_cast<int64_t>(b0) * h;
+        for (int s = steps - 1; s >= 0; --s) {
+          const int t = dir.step(s), tp = dir.pred(t);
+          const int n = std::min(bs[t], b1) - b0;
+          if (n <= 0) continue;
+          const int n_prev = std::clamp(std::min(rows_linked(layout, t, tp), b1) - b0, 0, n);
+          const int n_succ = std::clamp(std::min(rows_linked(layout, t, dir.succ(t)), b1) - b0, 0, n);
+          if (n_succ < n) {
+            std::fill(dh_g + static_cast<int64_t>(n_succ) * h, dh_g + static_cast<int64_t>(n) * h, 0.0f);
+            std::fill(dc_g + static_cast<int64_t>(n_succ) * h, dc_g + static_cast<int64_t>(n) * h, 0.0f);
+          }
+          float* dg = dgates.row(off[t] + b0);
+          detail::lstm_cell_backward(n, n_prev, h, gates.row(off[t] + b0),
+                                     n_prev > 0 ? cells.row(off[tp] + b0) : nullptr, tanh_c.row(off[t] + b0),
+                                     dout + (off[t] + b0) * hd + d * h, hd, dh_g, dc_g, dg);
+          // dh of the predecessor's rows: dgates_t W_hh.
+          if (n_prev > 0) detail::gemm_packed(n_prev, dg, h4, w_hh_packed, dh_g, h, false);
         }
-        float* dg = dgates.row(off[t]);
-        detail::lstm_cell_backward(n, n_prev, h, gates.row(off[t]), n_prev > 0 ? cells.row(off[tp]) : nullptr,
-                                   tanh_c.row(off[t]), dout + off[t] * hd + d * h, hd, dh_rec, dc, dg);
-        // dh of the predecessor's rows: dgates_t W_hh (W_hh is [4h x h]).
-        if (n_prev > 0) gemm(false, false, n_prev, h, h4, 1.0f, dg, h4, w_hh, h, 0.0f, dh_rec, h);
       }
 
       // Weight gradients over the whole batch at once.

@@ -39,7 +39,12 @@ struct LstmContext {
 
   // Scratch of forward/backward, meaningless between calls (kept to avoid reallocation).
   Tensor bias_sum;    // [layer*dirs + dir] x 4h: b_ih + b_hh
-  Tensor w_hh_t;      // h x 4h: W_hh^T of the layer and direction being computed
+  // W_hh^T (forward) or W_hh (backward) of one layer and direction, packed in panels
+  // for the per-step products (src/core/packed_gemm.h).
+  std::vector<float> w_hh_packed;
+  // The batch's conversations in contiguous groups [groups[i], groups[i+1]), one per
+  // thread: the recurrence of a group needs no synchronisation with the others.
+  std::vector<int> groups;
   Tensor dgates;      // rows x 4h: gradient w.r.t. gate pre-activations, one direction
   Tensor dh_rec, dc;  // convs x h: recurrent gradients w.r.t. h and c of the next step
   Tensor h_prev;      // rows x h: h of each row's previous step (0 at a conversation start)
@@ -61,8 +66,13 @@ struct LstmContext {
 // one GEMM; each step then runs one recurrent GEMM over the conversations active at that
 // step (rows 0..batch_sizes[t]-1 of the step, whose predecessors are the first rows of
 // the previous step: contiguous, no gather) and one fused elementwise cell, so padding
-// costs nothing. Backward runs the steps in reverse with one GEMM per step for the
-// recurrent gradient and computes the weight gradients as whole-batch GEMMs afterwards.
+// costs nothing. The recurrent GEMMs use W_hh packed once per batch (src/core/
+// packed_gemm.h), and the batch's conversations are split into contiguous groups of
+// about equal work, one per thread, that run their steps without synchronising. Backward
+// runs the steps in reverse (same groups) with one GEMM per step for the recurrent
+// gradient and computes the weight gradients as whole-batch GEMMs afterwards. The
+// forward result of a conversation does not depend on the thread count or on the other
+// conversations of its batch (bit for bit, on CPUs with AVX2+FMA).
 // The cell's sigmoid and tanh are branch-free (vectorised) exp-based forms accurate to a
 // few float ulps, finite for every input (|x| of 1e4 and beyond saturate cleanly), NaN
 // propagating. Results are deterministic for a fixed thread count.
