@@ -5,6 +5,7 @@
 #include "mman/layers/activation.h"
 #include "mman/layers/linear.h"
 #include "mman/models/clstm.h"
+#include "src/models/frozen_cache.h"
 #include "src/models/networks.h"
 
 namespace mman {
@@ -43,6 +44,12 @@ class FusionNetwork : public Network {
     }
     sub_logits_.resize(subs_.size());
     frozen_.assign(subs_.size(), false);
+    if (FrozenOutputCache::available()) {
+      cache_.resize(subs_.size());
+      for (size_t s = 0; s < subs_.size(); ++s) cache_[s].set_params(params, prefix + "subnets." + c.subnets[s].name + ".");
+    }
+    cached_attention_.resize(subs_.size());
+    attention_cached_.assign(subs_.size(), false);
   }
 
   void init(ParamStore& params, Rng& rng) const override {
@@ -62,8 +69,18 @@ class FusionNetwork : public Network {
     for (int s = 0; s < s_count; ++s) {
       frozen_[s] = subs_[s]->frozen(params);
       const Mode sub_mode = mode == Mode::Train && !frozen_[s] ? Mode::Train : Mode::Eval;
+      // A frozen sub-network's probabilities come from its cache when every conversation
+      // of the batch is there (exact: src/models/frozen_cache.h); otherwise it runs and
+      // fills the cache.
+      const bool cached = frozen_[s] && !cache_.empty();
+      attention_cached_[s] = cached && cache_[s].begin(params, batch);
+      if (attention_cached_[s]) {
+        cache_[s].load(batch, probs_.data(), width, s * outputs_, outputs_, &cached_attention_[s]);
+        continue;
+      }
       subs_[s]->forward(params, batch, sub_mode, key, sub_logits_[s]);
       softmax_forward(sub_logits_[s].data(), outputs_, rows, outputs_, group_, probs_.data() + s * outputs_, width);
+      if (cached) cache_[s].store(batch, probs_.data(), width, s * outputs_, outputs_, subs_[s]->attention());
     }
     if (lf_) {
       top_.forward(params, batch.layout, probs_.data(), logits, mode, key, top_ctx_);
@@ -102,8 +119,13 @@ class FusionNetwork : public Network {
   }
 
   const Tensor* attention() const override {
-    for (const auto& s : subs_)
-      if (const Tensor* a = s->attention()) return a;
+    for (size_t s = 0; s < subs_.size(); ++s) {
+      if (attention_cached_[s]) {
+        if (cache_[s].has_attention()) return &cached_attention_[s];
+        continue;
+      }
+      if (const Tensor* a = subs_[s]->attention()) return a;
+    }
     return nullptr;
   }
 
@@ -119,6 +141,9 @@ class FusionNetwork : public Network {
   std::vector<Tensor> sub_logits_;
   std::vector<bool> frozen_;
   Tensor probs_, dprobs_, dsub_;
+  std::vector<FrozenOutputCache> cache_;  // per sub-network; empty where caching is not exact
+  std::vector<Tensor> cached_attention_;  // the last forward's attention of a cached sub-network
+  std::vector<bool> attention_cached_;    // whether sub-network s came from its cache last forward
 };
 
 }  // namespace

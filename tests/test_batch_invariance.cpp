@@ -1,0 +1,160 @@
+// Forward passes give a conversation the same bits whatever shares its batch and whatever the thread count;
+// the frozen-subnet cache is exact.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "mman/data/batch.h"
+#include "mman/data/protocol.h"
+#include "mman/data/synth.h"
+#include "mman/models/model.h"
+#include "mman/threads.h"
+#include "mman/train/trainer.h"
+#include "src/core/packed_gemm.h"
+
+namespace mman {
+namespace {
+
+struct Data {
+  Dataset ds;
+  LabelProtocol protocol;
+  DataShape shape;
+};
+
+const Data& data() {
+  static const Data d = [] {
+    Data x;
+    x.ds = synth_dataset("iemocap", 3);
+    x.protocol = make_protocol("iemocap4", x.ds.label_names);
+    x.shape = data_shape_of(x.ds, x.protocol);
+    return x;
+  }();
+  return d;
+}
+
+Batch batch_of(const std::vector<int>& convs) {
+  Batch b;
+  make_batch(data().ds, data().protocol, convs, b);
+  return b;
+}
+
+// Rows of conversation `conv` (its utterances in order) of a [rows x cols] output.
+std::vector<float> rows_of(const Tensor& out, const Batch& b, int conv) {
+  int slot = -1;
+  for (size_t i = 0; i < b.conv_index.size(); ++i)
+    if (b.conv_index[i] == conv) slot = static_cast<int>(i);
+  EXPECT_GE(slot, 0);
+  std::vector<float> rows;
+  for (int t = 0; t < b.layout.lengths[static_cast<size_t>(slot)]; ++t)
+    rows.insert(rows.end(), out.row(b.layout.row(slot, t)), out.row(b.layout.row(slot, t)) + out.cols());
+  return rows;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+std::unique_ptr<Model> model_of(const std::string& type, bool bidirectional = false) {
+  ModelConfig c;
+  c.type = type;
+  c.bidirectional = bidirectional;
+  auto m = make_model(c, data().shape);
+  init_model(*m, 5);
+  return m;
+}
+
+void require_packed_kernels() {
+  if (std::string(detail::packed_gemm_isa()) == "generic")
+    GTEST_SKIP() << "without AVX2+FMA the CPU backend falls back to OpenBLAS, whose row results may depend "
+                    "on the batch";
+}
+
+TEST(BatchInvariance, EveryModelGivesAConversationTheSameBitsInAnyBatch) {
+  require_packed_kernels();
+  const Batch big = batch_of({0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  const Batch other = batch_of({11, 4, 17, 2});
+  const Batch alone = batch_of({4});
+  for (const char* type : {"clstm_speech", "clstm_ef", "clstm_mma", "clstm_lf", "mman"})
+    for (bool bi : {false, true}) {
+      auto m = model_of(type, bi);
+      const std::vector<float> in_big = rows_of(m->forward(big, Mode::Eval, DropoutKey{}), big, 4);
+      const std::vector<float> in_other = rows_of(m->forward(other, Mode::Eval, DropoutKey{}), other, 4);
+      const std::vector<float> by_itself = rows_of(m->forward(alone, Mode::Eval, DropoutKey{}), alone, 4);
+      EXPECT_TRUE(same_bits(in_big, in_other)) << type << " bidirectional " << bi;
+      EXPECT_TRUE(same_bits(in_big, by_itself)) << type << " bidirectional " << bi;
+    }
+}
+
+TEST(BatchInvariance, ForwardPassesDoNotDependOnTheThreadCount) {
+  require_packed_kernels();
+  const Batch b = batch_of({0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  for (const char* type : {"clstm_speech", "clstm_mma", "mman"})
+    for (Mode mode : {Mode::Eval, Mode::Train}) {
+      auto m = model_of(type);
+      std::vector<float> out[2];
+      for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        const Tensor& logits = m->forward(b, mode, DropoutKey{7, 3});
+        out[threads - 1].assign(logits.data(), logits.data() + logits.size());
+      }
+      EXPECT_TRUE(same_bits(out[0], out[1])) << type << (mode == Mode::Train ? " train" : " eval");
+    }
+  set_num_threads(0);
+}
+
+// A fusion model whose sub-networks are frozen serves their probabilities from its cache
+// after the first batch that contains a conversation; a model with the same weights but
+// trainable sub-networks always recomputes them. Same bits, attention included.
+TEST(FrozenSubnetCache, ServesExactlyWhatARecomputationGives) {
+  require_packed_kernels();
+  for (const char* type : {"mman", "clstm_lf"}) {
+    auto cached = model_of(type), fresh = model_of(type);
+    cached->params().set_trainable("subnets.", false);
+    const std::vector<std::vector<int>> plan = {{0, 1, 2, 3}, {2, 5, 0}, {1, 3, 5, 6, 0}, {6}};
+    for (int pass = 0; pass < 2; ++pass)
+      for (const auto& convs : plan) {
+        const Batch b = batch_of(convs);
+        const Tensor& got = cached->forward(b, Mode::Train, DropoutKey{1, static_cast<uint64_t>(pass)});
+        const std::vector<float> g(got.data(), got.data() + got.size());
+        const Tensor& want = fresh->forward(b, Mode::Eval, DropoutKey{});
+        // clstm_lf's top block runs dropout in training; compare in eval mode as well.
+        const Tensor& got_eval = cached->forward(b, Mode::Eval, DropoutKey{});
+        EXPECT_TRUE(same_bits(std::vector<float>(got_eval.data(), got_eval.data() + got_eval.size()),
+                              std::vector<float>(want.data(), want.data() + want.size())))
+            << type << " pass " << pass;
+        if (std::string(type) == "mman") {
+          EXPECT_TRUE(
+              same_bits(g, std::vector<float>(want.data(), want.data() + want.size())));  // no dropout
+          const Tensor* a = cached->attention();
+          const Tensor* e = fresh->attention();
+          ASSERT_TRUE(a != nullptr && e != nullptr);
+          EXPECT_TRUE(same_bits(std::vector<float>(a->data(), a->data() + a->size()),
+                                std::vector<float>(e->data(), e->data() + e->size())));
+        }
+      }
+  }
+}
+
+// New weights in a frozen sub-network (copied in, loaded) are never answered from the
+// cache of the old ones.
+TEST(FrozenSubnetCache, ChangedSubnetWeightsAreRecomputed) {
+  auto cached = model_of("mman");
+  cached->params().set_trainable("subnets.", false);
+  const Batch b = batch_of({0, 1, 2});
+  const Tensor before = cached->forward(b, Mode::Eval, DropoutKey{});
+  auto donor = model_of("clstm_speech");
+  init_model(*donor, 99);
+  cached->params().copy_from(donor->params(), "", "subnets.clstm_speech.");
+  auto fresh = model_of("mman");
+  fresh->params().copy_from(donor->params(), "", "subnets.clstm_speech.");
+  const Tensor& after = cached->forward(b, Mode::Eval, DropoutKey{});
+  const Tensor& want = fresh->forward(b, Mode::Eval, DropoutKey{});
+  EXPECT_FALSE(same_bits(std::vector<float>(before.data(), before.data() + before.size()),
+                         std::vector<float>(after.data(), after.data() + after.size())));
+  for (int64_t i = 0; i < want.size(); ++i) ASSERT_NEAR(after.data()[i], want.data()[i], 1e-6) << i;
+}
+
+}  // namespace
+}  // namespace mman
