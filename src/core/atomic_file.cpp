@@ -2,6 +2,7 @@
 #include "mman/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -38,6 +39,28 @@ void write_file_atomic(const std::string& path, const std::string& content) {
     ::unlink(tmp.c_str());
     fail("{}: cannot write: {}", path, std::strerror(err));
   }
+}
+
+std::vector<std::string> remove_stale_temporaries(const std::string& folder) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(folder, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const std::string name = it->path().filename().string();
+    const size_t at = name.rfind(".tmp-");
+    if (at == std::string::npos) continue;
+    // The writer's pid follows ".tmp-" (then "-<n>" for HDF5 files, or nothing).
+    const std::string rest = name.substr(at + 5);
+    const size_t digits = rest.find_first_not_of("0123456789");
+    const size_t length = digits == std::string::npos ? rest.size() : digits;
+    if (length == 0 || length > 9 || (digits != std::string::npos && rest[digits] != '-')) continue;
+    const long pid = std::stol(rest.substr(0, digits));
+    if (pid <= 0 || pid == static_cast<long>(::getpid()) || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
+      continue;  // ours, alive, or not ours to judge
+    if (std::filesystem::remove(it->path(), ec)) removed.push_back(it->path().string());
+  }
+  return removed;
 }
 
 void ensure_writable_dir(const std::string& path) {

@@ -42,7 +42,9 @@ TrainSettings read_train(YamlMap& t, const TrainSettings& base) {
     s.beta1 = betas[0];
     s.beta2 = betas[1];
   }
-  s.eps = t.number("eps", base.eps, 0.0, 1.0, true);
+  // Adam adds eps in float32: anything below float's normal range (1e-38) would be 0
+  // there, and 0/0 for parameters without gradient yet makes them NaN.
+  s.eps = t.number("eps", base.eps, 1e-38, 1.0);
   s.weight_decay = t.number("weight_decay", base.weight_decay, 0.0, 1.0);
   s.batch_size = static_cast<int>(t.integer("batch_size", base.batch_size, 1, 100000));
   s.epochs = static_cast<int>(t.integer("epochs", base.epochs, 1, 100000));

@@ -248,6 +248,9 @@ int run_experiment(const RunOptions& opt) {
   ensure_writable_dir((fs::path(dir) / "checkpoints").string());
   if (!opt.resume) write_file_atomic(stored_config, cfg.resolved_yaml);
   RunLog log((fs::path(dir) / "run.log").string());
+  if (opt.resume)  // a run killed mid-write (SIGKILL, power loss) leaves its temporaries
+    for (const std::string& stale : remove_stale_temporaries(dir))
+      log.file_only(fmt::format("removed {}, a temporary file of the interrupted process", stale));
   set_num_threads(cfg.threads);
   install_interrupt_handlers();
 

@@ -10,7 +10,9 @@ namespace mman {
 
 void relu_forward(const float* x, float* y, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  // NaN stays NaN (as in PyTorch): a ReLU that mapped it to 0 would hide a poisoned input
+  // or a diverged weight from the loss check, and training would go on with NaN gradients.
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f || std::isnan(x[i]) ? x[i] : 0.0f;
 }
 
 void relu_backward(const float* act, const float* dy, float* dx, int64_t n) {

@@ -17,14 +17,15 @@ double group_loss(const float* z, int n, int target, float scale, float* g, bool
   const double mx = z[arg];
   double sum = 0.0;
   for (int j = 0; j < n; ++j) sum += std::exp(static_cast<double>(z[j]) - mx);
-  const double lse = mx + std::log(sum);
+  // Offsets from the maximum first: mx + log(sum) would lose log(sum) entirely once |mx|
+  // passes ~1e16 (a double's ulp exceeds 1), giving loss 0 and probabilities of 1.
   if (g != nullptr)
     for (int j = 0; j < n; ++j) {
-      const double p = std::exp(static_cast<double>(z[j]) - lse);
+      const double p = std::exp(static_cast<double>(z[j]) - mx) / sum;
       g[j] = static_cast<float>((p - (j == target ? 1.0 : 0.0)) * scale);
     }
   *correct = arg == target;
-  return lse - static_cast<double>(z[target]);
+  return std::log(sum) - (static_cast<double>(z[target]) - mx);
 }
 }  // namespace
 

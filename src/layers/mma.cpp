@@ -49,6 +49,14 @@ float dot(const float* a, const float* b, int n) {
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
 }
+// Scores and norms in double: q.k and |q|^2 of float vectors cannot overflow there
+// (|q| of 1e20 gives |q|^2 = 1e40, Inf in float and then NaN scores), so the attention
+// stays finite for any finite input (docs/reliability.md).
+double dot_d(const float* a, const float* b, int n) {
+  double s = 0.0;
+  for (int i = 0; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  return s;
+}
 void resize_all(std::vector<Tensor>& ts, int count, int64_t rows, int64_t cols) {
   ts.resize(static_cast<size_t>(count));
   for (Tensor& t : ts) t.resize(rows, cols);
@@ -84,31 +92,33 @@ void Mma::forward(const ParamStore& params, int64_t rows, const float* const* x,
     v_[m].forward(params, ctx.xhat[m].data(), d, rows, ctx.v[m].data(), d);
   }
 
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   // Per-row work is ~3 M^2 d flops: threads only pay off for batches of real size.
   const bool parallel = rows * mc * mc * d > kParallelWork;
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; ++r) {
     float* alpha = ctx.alpha.row(r);
-    float* qn = ctx.qnorm.row(r);
-    float* kn = ctx.knorm.row(r);
+    double qn[kMmaMaxModalities], kn[kMmaMaxModalities];
     if (cosine)
       for (int m = 0; m < mc; ++m) {
-        qn[m] = std::sqrt(dot(ctx.q[m].row(r), ctx.q[m].row(r), d));
-        kn[m] = std::sqrt(dot(ctx.k[m].row(r), ctx.k[m].row(r), d));
+        qn[m] = std::sqrt(dot_d(ctx.q[m].row(r), ctx.q[m].row(r), d));
+        kn[m] = std::sqrt(dot_d(ctx.k[m].row(r), ctx.k[m].row(r), d));
+        ctx.qnorm.row(r)[m] = static_cast<float>(qn[m]);
+        ctx.knorm.row(r)[m] = static_cast<float>(kn[m]);
       }
     for (int m = 0; m < mc; ++m) {
       float* a = alpha + m * mc;
-      float mx = -INFINITY;
+      double e[kMmaMaxModalities];
+      double mx = -INFINITY;
       for (int n = 0; n < mc; ++n) {
-        float e = dot(ctx.q[m].row(r), ctx.k[n].row(r), d);
-        e = cosine ? e / (std::max(qn[m], kMmaCosineEps) * std::max(kn[n], kMmaCosineEps)) : e * scale;
-        a[n] = e;
-        mx = std::max(mx, e);
+        e[n] = dot_d(ctx.q[m].row(r), ctx.k[n].row(r), d);
+        e[n] = cosine ? e[n] / (std::max<double>(qn[m], kMmaCosineEps) * std::max<double>(kn[n], kMmaCosineEps))
+                      : e[n] * scale;
+        mx = std::max(mx, e[n]);
       }
-      float sum = 0.0f;
-      for (int n = 0; n < mc; ++n) sum += (a[n] = std::exp(a[n] - mx));
-      for (int n = 0; n < mc; ++n) a[n] /= sum;
+      double sum = 0.0;
+      for (int n = 0; n < mc; ++n) sum += (e[n] = std::exp(e[n] - mx));
+      for (int n = 0; n < mc; ++n) a[n] = static_cast<float>(e[n] / sum);
       float* z = ctx.z[m].row(r);
       std::fill(z, z + d, 0.0f);
       for (int n = 0; n < mc; ++n) {
@@ -209,24 +219,28 @@ void Mma::backward(ParamStore& params, int64_t rows, const float* const* x, cons
         }
     } else {
       // c = q.k / (Nq Nk) with Nq = max(|q|, eps): dc/dq = k/(Nq Nk) - [|q| > eps] c q/|q|^2,
-      // and symmetrically for k.
-      const float* qn = ctx.qnorm.row(r);
-      const float* kn = ctx.knorm.row(r);
+      // and symmetrically for k. In double, like the forward (|q| |k| overflows float for
+      // large vectors); the norms are recomputed rather than read back as floats.
+      double qn[kMmaMaxModalities], kn[kMmaMaxModalities];
+      for (int m = 0; m < mc; ++m) {
+        qn[m] = std::sqrt(dot_d(ctx.q[m].row(r), ctx.q[m].row(r), d));
+        kn[m] = std::sqrt(dot_d(ctx.k[m].row(r), ctx.k[m].row(r), d));
+      }
       for (int m = 0; m < mc; ++m)
         for (int n = 0; n < mc; ++n) {
           const float* q = ctx.q[m].row(r);
           const float* k = ctx.k[n].row(r);
-          const float nq = std::max(qn[m], kMmaCosineEps), nk = std::max(kn[n], kMmaCosineEps);
-          const float inv = 1.0f / (nq * nk);
-          const float cval = dot(q, k, d) * inv;
-          const float w = de[m * mc + n];
-          const float wq = qn[m] > kMmaCosineEps ? w * cval / (qn[m] * qn[m]) : 0.0f;
-          const float wk = kn[n] > kMmaCosineEps ? w * cval / (kn[n] * kn[n]) : 0.0f;
+          const double nq = std::max<double>(qn[m], kMmaCosineEps), nk = std::max<double>(kn[n], kMmaCosineEps);
+          const double inv = 1.0 / (nq * nk);
+          const double cval = dot_d(q, k, d) * inv;
+          const double w = de[m * mc + n];
+          const double wq = qn[m] > kMmaCosineEps ? w * cval / (qn[m] * qn[m]) : 0.0;
+          const double wk = kn[n] > kMmaCosineEps ? w * cval / (kn[n] * kn[n]) : 0.0;
           float* dq = ctx.dq[m].row(r);
           float* dk = ctx.dk[n].row(r);
           for (int c = 0; c < d; ++c) {
-            dq[c] += w * inv * k[c] - wq * q[c];
-            dk[c] += w * inv * q[c] - wk * k[c];
+            dq[c] += static_cast<float>(w * inv * k[c] - wq * q[c]);
+            dk[c] += static_cast<float>(w * inv * q[c] - wk * k[c]);
           }
         }
     }
