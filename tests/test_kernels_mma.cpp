@@ -126,7 +126,7 @@ struct KernelRun {
   std::vector<float> grads;                   // the gradient arena after mma_weight_grad
   bool operator==(const KernelRun& o) const {
     const auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
-      return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+      return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
     };
     return same(q, o.q) && same(k, o.k) && same(v, o.v) && same(alpha, o.alpha) && same(out, o.out) &&
            same(dq, o.dq) && same(dk, o.dk) && same(dv, o.dv) && same(dxhat, o.dxhat) && same(grads, o.grads);

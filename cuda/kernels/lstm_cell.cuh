@@ -36,7 +36,11 @@ MMAN_HOST_DEVICE float lstm_exp_clamped(float x) {
   p = add_rn(mul_rn(p, r), 1.6666665459e-1f);
   p = add_rn(mul_rn(p, r), 5.0000001201e-1f);
   const float e = add_rn(add_rn(mul_rn(mul_rn(p, r), r), r), 1.0f);
-  return mul_rn(e, bits_as_float((static_cast<int32_t>(n) + 127) * (1 << 23)));  // e * 2^n
+  // e * 2^n, n in [-116, 116]. A NaN x leaves n NaN, whose int conversion is undefined in C++
+  // (the CPU cell's wraps around to the bits of 1.0f); take 0, which gives the same 1.0f, and e
+  // is NaN anyway.
+  const int32_t ni = n == n ? static_cast<int32_t>(n) : 0;
+  return mul_rn(e, bits_as_float((ni + 127) * (1 << 23)));
 }
 
 // 1 / (1 + e^-x), as the CPU cell.
