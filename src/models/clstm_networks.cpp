@@ -31,8 +31,6 @@ void check_batch_inputs(const Batch& batch, const ModalityInputs& in, const std:
   }
 }
 
-namespace {
-
 ClstmBlockConfig block_config(const ModelConfig& c, int input, int outputs) {
   ClstmBlockConfig b;
   b.input = input;
@@ -45,6 +43,9 @@ ClstmBlockConfig block_config(const ModelConfig& c, int input, int outputs) {
   b.outputs = outputs;
   return b;
 }
+
+namespace {
+
 
 int total(const std::vector<int>& dims) {
   int s = 0;

@@ -29,16 +29,7 @@ class FusionNetwork : public Network {
     prefix_ = prefix;
     const int width = static_cast<int>(subs_.size()) * outputs_;
     if (lf_) {
-      ClstmBlockConfig b;
-      b.input = width;
-      b.hidden = c.hidden;
-      b.layers = c.lstm_layers;
-      b.lstm_dropout = c.lstm_dropout;
-      b.bidirectional = c.bidirectional;
-      b.fc = c.fc;
-      b.dropout = c.dropout;
-      b.outputs = outputs_;
-      top_ = ClstmBlock(params, prefix + "clstm.", b, slot_base);
+      top_ = ClstmBlock(params, prefix + "clstm.", block_config(c, width, outputs_), slot_base);
     } else {
       fusion_ = Linear(params, prefix + "fusion.", width, outputs_);
     }

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "mman/models/clstm.h"
 #include "mman/models/network.h"
 
 namespace mman {
@@ -18,6 +19,10 @@ struct ModalityInputs {
 // Checks that the batch carries every feature matrix a network reads, with the widths
 // it was built for and one row per packed utterance.
 void check_batch_inputs(const Batch& batch, const ModalityInputs& in, const std::string& who);
+
+// The cLSTM block settings of a model config (hidden, layers, dropouts, fc) for a given
+// input width and output count.
+ClstmBlockConfig block_config(const ModelConfig& c, int input, int outputs);
 
 // clstm_speech / clstm_visual / clstm_text / clstm_ef: a cLSTM block on one modality or on
 // the concatenation of several.
