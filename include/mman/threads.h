@@ -4,9 +4,10 @@
 
 namespace mman {
 
-// Sets the OpenMP team size to n (n <= 0: the number of cores) and keeps OpenBLAS's own
-// pool at one thread (mman::gemm splits large products over the OpenMP team). Results
-// are deterministic for a fixed n.
+// Sets the number of threads mman uses to n (n <= 0: the number of cores): the OpenMP
+// team size and the helper threads of gemm() and the LSTM recurrence; OpenBLAS's own
+// pool stays at one thread (gemm() splits large products itself). Results are
+// deterministic for a fixed n.
 void set_num_threads(int n);
 int num_threads();
 
@@ -20,7 +21,7 @@ int num_threads();
 // few, large parallel regions make sleeping waits cheap. Returns (doing nothing) when a
 // variable is set or the re-exec fails.
 void prefer_passive_openmp_waits(char** argv);
-// e.g. "OpenBLAS 0.3.21 ... (core Haswell, 1 thread per call; large products split over 2 OpenMP threads)".
+// e.g. "OpenBLAS 0.3.21 ... (core Haswell, 1 thread per call; mman splits large products over 2 threads)".
 std::string blas_description();
 
 }  // namespace mman

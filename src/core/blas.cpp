@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "mman/threads.h"
 #include "src/core/packed_gemm.h"
+#include "src/core/parallel.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -91,7 +93,7 @@ void gemm_openblas(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
   if (m <= 0 || n <= 0) return;
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int threads = omp_in_parallel() || detail::in_parallel_chunk() ? 1 : num_threads();
   const double macs = static_cast<double>(m) * n * std::max(k, 1);
   const int team = macs >= kParallelMinMacs ? threads : 1;
   static const bool have_kernels = std::string(detail::packed_gemm_isa()) != "generic";
@@ -99,40 +101,26 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
     gemm_openblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, team);
     return;
   }
-  // The packed kernels (src/core/packed_gemm.h): B packed once per call (n*k floats,
-  // small next to the m*n*k multiply-adds), then row blocks of C stream past its
-  // panels. Every element is one FMA chain over k, so a row's result depends on nothing
-  // but its own row of op(A): the same bits whatever rows share the product and
-  // however the team splits it. The buffer is per thread and only ever grows.
+  // The packed kernels (src/core/packed_gemm.h): every element is one FMA chain over k,
+  // so a row's result depends on nothing but its own row of op(A): the same bits
+  // whatever rows share the product and however it is split. Threads split it by
+  // blocks of B's column panels, claimed dynamically (src/core/parallel.h); each block
+  // packs its own panels (n*k floats in all, small next to the m*n*k multiply-adds) and
+  // computes all m rows for them, so no block waits for another. The packing buffer is
+  // the calling thread's and only ever grows.
   thread_local std::vector<float> storage;
   if (storage.size() < detail::packed_size(k, n)) storage.resize(detail::packed_size(k, n));
   float* packed = storage.data();
   const detail::PackedMatrix pb{k, n, packed};
   const bool accumulate = beta == 1.0f;
   const int panels = detail::packed_panels(n);
-  if (team <= 1) {
-    detail::pack_panels(b, ldb, trans_b, k, n, 0, panels, packed);
-    detail::gemm_packed_rows(0, m, a, lda, trans_a, pb, c, ldc, accumulate);
-    return;
-  }
-  // Many rows: each thread takes a block of rows (whole 12-row kernel blocks); few rows
-  // (a wide product): each thread takes a block of panels.
-  const bool split_rows = m >= 24 * team;
-#pragma omp parallel num_threads(team)
-  {
-    const int i = omp_get_thread_num(), count = omp_get_num_threads();
+  const int blocks = std::min(panels, team > 1 ? 4 * team : 1);
+  detail::parallel_chunks(blocks, [&](int i) {
     int p0 = 0, p1 = 0;
-    part(panels, count, i, 1, &p0, &p1);
+    part(panels, blocks, i, 1, &p0, &p1);
     detail::pack_panels(b, ldb, trans_b, k, n, p0, p1, packed);
-    if (split_rows) {
-#pragma omp barrier
-      int r0 = 0, r1 = 0;
-      part(m, count, i, 12, &r0, &r1);
-      detail::gemm_packed_rows(r0, r1, a, lda, trans_a, pb, c, ldc, accumulate);
-    } else {
-      detail::gemm_packed_panels(m, p0, p1, a, lda, trans_a, pb, c, ldc, accumulate);  // its own panels only
-    }
-  }
+    detail::gemm_packed_panels(m, p0, p1, a, lda, trans_a, pb, c, ldc, accumulate);
+  });
 }
 
 }  // namespace mman

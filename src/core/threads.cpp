@@ -1,4 +1,4 @@
-// OpenMP and OpenBLAS thread control.
+// Thread control for OpenMP, mman's helper threads (src/core/parallel.h) and OpenBLAS.
 #include "mman/threads.h"
 
 #include <fmt/format.h>
@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <thread>
 
@@ -19,18 +20,26 @@ char* openblas_get_corename(void);
 
 namespace mman {
 
+namespace {
+std::atomic<int> g_threads{0};  // set_num_threads(); 0: never called, OpenMP's default
+}  // namespace
+
 void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
   if (n <= 0) n = 1;
+  g_threads.store(n);
   omp_set_num_threads(n);
   // OpenBLAS's pthread pool stays at one thread: its workers busy-wait after every call
   // and, on a machine with as many cores as threads, fight OpenMP's team (2 threads of
   // each on 2 cores made an epoch 3x slower than one thread). gemm() splits large
-  // products over the OpenMP team instead (src/core/blas.cpp).
+  // products over mman's own helper threads instead (src/core/blas.cpp).
   openblas_set_num_threads(1);
 }
 
-int num_threads() { return omp_get_max_threads(); }
+int num_threads() {
+  const int n = g_threads.load();
+  return n > 0 ? n : omp_get_max_threads();
+}
 
 void prefer_passive_openmp_waits(char** argv) {
   if (argv == nullptr || std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr)
@@ -42,7 +51,7 @@ void prefer_passive_openmp_waits(char** argv) {
 }
 
 std::string blas_description() {
-  return fmt::format("{} (core {}, {} thread per call; large products split over {} OpenMP threads)",
+  return fmt::format("{} (core {}, {} thread per call; mman splits large products over {} threads)",
                      openblas_get_config(), openblas_get_corename(), openblas_get_num_threads(), num_threads());
 }
 

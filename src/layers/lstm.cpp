@@ -7,9 +7,12 @@
 
 #include <omp.h>
 
+#include "mman/threads.h"
+
 #include "mman/blas.h"
 #include "mman/error.h"
 #include "src/core/packed_gemm.h"
+#include "src/core/parallel.h"
 #include "src/layers/lstm_cell.h"
 
 namespace mman {
@@ -100,6 +103,20 @@ void split_conversations(const PackedLayout& layout, int parts, std::vector<int>
   bounds.push_back(convs);
 }
 
+// Inter-layer dropout of elements [begin, end): the mask and the masked output. Compiled
+// for AVX-512 (64-bit multiplies vectorise the counter hash), AVX2 and baseline x86-64,
+// chosen by the CPU at load time; integer hashing and one multiply, so the same bits.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+void dropout_range(const float* out, float* mask, float* dropped, int64_t begin, int64_t end, float p, float keep,
+                   uint64_t stream) {
+  for (int64_t e = begin; e < end; ++e) {
+    mask[e] = counter_uniform(stream, static_cast<uint64_t>(e)) < p ? 0.0f : keep;
+    dropped[e] = out[e] * mask[e];
+  }
+}
+
 std::string join_prefix(const std::string& prefix) {
   if (prefix.empty() || prefix.back() == '.') return prefix;
   return prefix + ".";
@@ -184,7 +201,7 @@ void Lstm::forward(const ParamStore& params, const PackedLayout& layout, const f
   if (rows == 0) return;
 
   ctx.bias_sum.resize(static_cast<int64_t>(units), h4);
-  split_conversations(layout, omp_in_parallel() ? 1 : omp_get_max_threads(), ctx.groups);
+  split_conversations(layout, omp_in_parallel() ? 1 : num_threads(), ctx.groups);
   const int64_t* off = layout.step_offsets.data();
   const int* bs = layout.batch_sizes.data();
 
@@ -222,8 +239,7 @@ void Lstm::forward(const ParamStore& params, const PackedLayout& layout, const f
       const Direction dir{d == 1, steps};
       const std::vector<int>& groups = ctx.groups;
       const int group_count = static_cast<int>(groups.size()) - 1;
-#pragma omp parallel for schedule(static, 1) num_threads(group_count) if (group_count > 1)
-      for (int gi = 0; gi < group_count; ++gi) {
+      detail::parallel_chunks(group_count, [&](int gi) {
         const int b0 = groups[static_cast<size_t>(gi)], b1 = groups[static_cast<size_t>(gi) + 1];
         for (int s = 0; s < steps; ++s) {
           const int t = dir.step(s), tp = dir.pred(t);
@@ -236,7 +252,7 @@ void Lstm::forward(const ParamStore& params, const PackedLayout& layout, const f
                                     cells.row(off[t] + b0), tanh_c.row(off[t] + b0), out.row(off[t] + b0) + d * h,
                                     hd);
         }
-      }
+      });
     }
 
     if (drop && k < layers - 1) {
@@ -251,11 +267,9 @@ void Lstm::forward(const ParamStore& params, const PackedLayout& layout, const f
       const float* o = out.data();
       float* m = mask.data();
       float* dr = dropped.data();
+      constexpr int64_t kChunk = 16384;
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
-      for (int64_t e = 0; e < n; ++e) {
-        m[e] = counter_uniform(stream, static_cast<uint64_t>(e)) < p ? 0.0f : keep;
-        dr[e] = o[e] * m[e];
-      }
+      for (int64_t b = 0; b < n; b += kChunk) dropout_range(o, m, dr, b, std::min(n, b + kChunk), p, keep, stream);
     }
   }
   std::memcpy(y.data(), ctx.outputs[static_cast<size_t>(layers - 1)].data(),
@@ -285,7 +299,7 @@ void Lstm::backward(ParamStore& params, const PackedLayout& layout, const float*
   ctx.h_prev.resize(rows, h);
   ctx.dbias.resize(1, h4);
   std::vector<int>& groups = ctx.groups;
-  split_conversations(layout, omp_in_parallel() ? 1 : omp_get_max_threads(), groups);
+  split_conversations(layout, omp_in_parallel() ? 1 : num_threads(), groups);
 
   const float* dout = dy;  // gradient w.r.t. the current layer's output, rows x hd
   for (int k = layers - 1; k >= 0; --k) {
@@ -321,8 +335,7 @@ void Lstm::backward(ParamStore& params, const PackedLayout& layout, const float*
       // it; the others end a conversation here.
       const Direction dir{d == 1, steps};
       const int group_count = static_cast<int>(groups.size()) - 1;
-#pragma omp parallel for schedule(static, 1) num_threads(group_count) if (group_count > 1)
-      for (int gi = 0; gi < group_count; ++gi) {
+      detail::parallel_chunks(group_count, [&](int gi) {
         const int b0 = groups[static_cast<size_t>(gi)], b1 = groups[static_cast<size_t>(gi) + 1];
         float* dh_g = dh_rec + static_cast<int64_t>(b0) * h;
         float* dc_g = dc + static_cast<int64_t>(b0) * h;
@@ -343,7 +356,7 @@ void Lstm::backward(ParamStore& params, const PackedLayout& layout, const float*
           // dh of the predecessor's rows: dgates_t W_hh.
           if (n_prev > 0) detail::gemm_packed(n_prev, dg, h4, w_hh_packed, dh_g, h, false);
         }
-      }
+      });
 
       // Weight gradients over the whole batch at once.
       if (params.info(w_ih_[idx]).trainable)

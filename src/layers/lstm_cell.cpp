@@ -1,6 +1,8 @@
 // Fused elementwise LSTM cell kernels: vectorisable sigmoid/tanh and one-step forward/backward loops.
 #include "src/layers/lstm_cell.h"
 
+#include "src/core/parallel.h"
+
 #include <cstdint>
 #include <cstring>
 
@@ -23,7 +25,7 @@ constexpr long kParallelMinElements = 1L << 15;
 // overflow, no denormal slow paths), as branch-free arithmetic the compiler vectorises.
 // Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, then Cephes' degree-6 expf
 // polynomial: about 1 ulp. NaN propagates.
-inline float exp_clamped(float x) {
+__attribute__((always_inline)) inline float exp_clamped(float x) {
   x = x < -80.0f ? -80.0f : x;
   x = x > 80.0f ? 80.0f : x;
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
@@ -44,11 +46,11 @@ inline float exp_clamped(float x) {
 
 // 1 / (1 + e^-x): never overflows (the exponent is clamped) and loses no relative
 // precision for negative x (no cancellation), so no sign branch is needed.
-inline float sigmoid(float x) { return 1.0f / (1.0f + exp_clamped(-x)); }
+__attribute__((always_inline)) inline float sigmoid(float x) { return 1.0f / (1.0f + exp_clamped(-x)); }
 
 // tanh: Cephes' odd polynomial for |x| < 0.625 (where 1 - 2 / (e^2x + 1) would cancel),
 // the exponential form above; both computed and selected so the loop stays branch-free.
-inline float tanh_fast(float x) {
+__attribute__((always_inline)) inline float tanh_fast(float x) {
   const float a = x < 0.0f ? -x : x;  // no library calls: they would not inline here
   const float s = a * a;
   const float poly =
@@ -61,8 +63,10 @@ inline float tanh_fast(float x) {
   return x < 0.0f ? -t : t;
 }
 
+// Always inlined: the row functions must be compiled inside each target_clones clone
+// below (a call would run the baseline SSE2 code whatever the CPU).
 template <bool kPrev>
-inline void cell_forward_row(int h, const float* __restrict bias, float* __restrict gates,
+__attribute__((always_inline)) inline void cell_forward_row(int h, const float* __restrict bias, float* __restrict gates,
                              const float* __restrict c_prev, float* __restrict c, float* __restrict tanh_c,
                              float* __restrict h_out) {
   float* __restrict gi = gates;
@@ -87,7 +91,7 @@ inline void cell_forward_row(int h, const float* __restrict bias, float* __restr
 }
 
 template <bool kPrev>
-inline void cell_backward_row(int h, const float* __restrict gates, const float* __restrict c_prev,
+__attribute__((always_inline)) inline void cell_backward_row(int h, const float* __restrict gates, const float* __restrict c_prev,
                               const float* __restrict tanh_c, const float* __restrict dy,
                               const float* __restrict dh_rec, float* __restrict dc,
                               float* __restrict dgates) {
@@ -153,7 +157,7 @@ MMAN_CELL_CLONES void activation_rows(const float* x, int n, float* sig, float* 
 
 void lstm_cell_forward(int n, int n_prev, int h, const float* bias, float* gates, const float* c_prev,
                        float* c, float* tanh_c, float* h_out, int ldh) {
-  if (static_cast<long>(n) * h < kParallelMinElements) {
+  if (static_cast<long>(n) * h < kParallelMinElements || in_parallel_chunk()) {
     forward_rows(0, n, n_prev, h, bias, gates, c_prev, c, tanh_c, h_out, ldh);
     return;
   }
@@ -164,7 +168,7 @@ void lstm_cell_forward(int n, int n_prev, int h, const float* bias, float* gates
 void lstm_cell_backward(int n, int n_prev, int h, const float* gates, const float* c_prev,
                         const float* tanh_c, const float* dy, int ldy, const float* dh_rec, float* dc,
                         float* dgates) {
-  if (static_cast<long>(n) * h < kParallelMinElements) {
+  if (static_cast<long>(n) * h < kParallelMinElements || in_parallel_chunk()) {
     backward_rows(0, n, n_prev, h, gates, c_prev, tanh_c, dy, ldy, dh_rec, dc, dgates);
     return;
   }
