@@ -48,9 +48,11 @@ std::vector<float> fma_chain(const std::vector<float>& a, bool trans_a, const st
 struct Shape {
   int m, n, k;
 };
-// Row blocks of 1..12 and beyond, partial and whole 32-column panels, k chunked (> 384) or not.
-const Shape kShapes[] = {{1, 1, 1},    {3, 31, 7},    {5, 32, 300},   {10, 1200, 300}, {12, 33, 385},
-                         {13, 70, 64}, {25, 17, 800}, {7, 300, 1200}, {2, 5, 0}};
+// Row blocks of 1..12 and beyond, pairs of panels for at most 6 rows, partial and whole
+// 32-column panels, k chunked (> 384) or not, and k = 0.
+const Shape kShapes[] = {{1, 1, 1},      {3, 31, 7},    {5, 32, 300},    {4, 70, 50},
+                         {6, 1200, 300}, {1, 96, 385},  {10, 1200, 300}, {12, 33, 385},
+                         {13, 70, 64},   {25, 17, 800}, {7, 300, 1200},  {2, 5, 0}};
 
 TEST(PackedGemm, EveryVectorVariantIsTheSequentialFmaChain) {
   int variants_run = 0;

@@ -73,74 +73,99 @@ void block_generic(int rows, int kc, const float* a, int lda, const float* panel
 #define MMAN_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define MMAN_AVX2 __attribute__((target("avx2,fma")))
 
-// MR rows x one 32-column panel: 2*MR zmm accumulators (MR <= 12 keeps them, the two B
-// vectors and the broadcast in the 32 registers).
-template <int MR, bool TA>
-MMAN_AVX512 void block_avx512(int k, const float* a, int lda, const float* panel, float* c, int ldc, int mode,
-                              __mmask16 m0, __mmask16 m1) {
-  __m512 c0[MR], c1[MR];
+// MR rows x NV 16-float vectors: one 32-column panel (NV = 2; MR <= 12 keeps the 24
+// accumulators, the B vectors and the broadcast in the 32 registers) or two adjacent
+// panels (NV = 4, MR <= 6: for the few rows of a recurrent step, twice the independent
+// FMA chains per row to hide the FMA latency). Panel v / 2 starts pstride floats after
+// the first; masks[v] selects the valid columns of vector v.
+template <int MR, int NV, bool TA>
+MMAN_AVX512 void block_avx512(int k, const float* a, int lda, const float* panel, long pstride, float* c,
+                              int ldc, int mode, const __mmask16* masks) {
+  __m512 acc[MR][NV];
 #pragma GCC unroll 12
-  for (int r = 0; r < MR; ++r) {
-    c0[r] =
-        mode == kContinue ? _mm512_maskz_loadu_ps(m0, c + static_cast<long>(r) * ldc) : _mm512_setzero_ps();
-    c1[r] = mode == kContinue ? _mm512_maskz_loadu_ps(m1, c + static_cast<long>(r) * ldc + 16)
-                              : _mm512_setzero_ps();
-  }
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = mode == kContinue ? _mm512_maskz_loadu_ps(masks[v], c + static_cast<long>(r) * ldc + 16 * v)
+                                    : _mm512_setzero_ps();
   for (int kk = 0; kk < k; ++kk) {
-    const __m512 b0 = _mm512_loadu_ps(panel + static_cast<long>(kk) * kP);
-    const __m512 b1 = _mm512_loadu_ps(panel + static_cast<long>(kk) * kP + 16);
+    __m512 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      bv[v] = _mm512_loadu_ps(panel + (v / 2) * pstride + static_cast<long>(kk) * kP + 16 * (v % 2));
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_set1_ps(*a_at<TA>(a, lda, r, kk));
-      c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
-      c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
     }
   }
   if (mode == kAdd) {
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      c0[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c + static_cast<long>(r) * ldc), c0[r]);
-      c1[r] = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + static_cast<long>(r) * ldc + 16), c1[r]);
-    }
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm512_add_ps(_mm512_maskz_loadu_ps(masks[v], c + static_cast<long>(r) * ldc + 16 * v),
+                                  acc[r][v]);
   }
 #pragma GCC unroll 12
-  for (int r = 0; r < MR; ++r) {
-    _mm512_mask_storeu_ps(c + static_cast<long>(r) * ldc, m0, c0[r]);
-    _mm512_mask_storeu_ps(c + static_cast<long>(r) * ldc + 16, m1, c1[r]);
-  }
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_ps(c + static_cast<long>(r) * ldc + 16 * v, masks[v], acc[r][v]);
 }
 
-using BlockAvx512 = void (*)(int, const float*, int, const float*, float*, int, int, __mmask16, __mmask16);
-constexpr int kMaxRowsAvx512 = 12;
+MMAN_AVX512 inline __mmask16 vector_mask(int cols, int v) {  // columns of vector v valid among `cols`
+  const int valid = cols - 16 * v;
+  return static_cast<__mmask16>(valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : (1u << valid) - 1);
+}
+
+using BlockAvx512 = void (*)(int, const float*, int, const float*, long, float*, int, int, const __mmask16*);
+constexpr int kMaxRowsAvx512 = 12, kMaxRowsAvx512Pair = 6;
 template <bool TA>
 constexpr BlockAvx512 kBlocksAvx512[kMaxRowsAvx512 + 1] = {nullptr,
-                                                           block_avx512<1, TA>,
-                                                           block_avx512<2, TA>,
-                                                           block_avx512<3, TA>,
-                                                           block_avx512<4, TA>,
-                                                           block_avx512<5, TA>,
-                                                           block_avx512<6, TA>,
-                                                           block_avx512<7, TA>,
-                                                           block_avx512<8, TA>,
-                                                           block_avx512<9, TA>,
-                                                           block_avx512<10, TA>,
-                                                           block_avx512<11, TA>,
-                                                           block_avx512<12, TA>};
+                                                           block_avx512<1, 2, TA>,
+                                                           block_avx512<2, 2, TA>,
+                                                           block_avx512<3, 2, TA>,
+                                                           block_avx512<4, 2, TA>,
+                                                           block_avx512<5, 2, TA>,
+                                                           block_avx512<6, 2, TA>,
+                                                           block_avx512<7, 2, TA>,
+                                                           block_avx512<8, 2, TA>,
+                                                           block_avx512<9, 2, TA>,
+                                                           block_avx512<10, 2, TA>,
+                                                           block_avx512<11, 2, TA>,
+                                                           block_avx512<12, 2, TA>};
+template <bool TA>
+constexpr BlockAvx512 kPairBlocksAvx512[kMaxRowsAvx512Pair + 1] = {nullptr,
+                                                                   block_avx512<1, 4, TA>,
+                                                                   block_avx512<2, 4, TA>,
+                                                                   block_avx512<3, 4, TA>,
+                                                                   block_avx512<4, 4, TA>,
+                                                                   block_avx512<5, 4, TA>,
+                                                                   block_avx512<6, 4, TA>};
 
 template <bool TA>
 MMAN_AVX512 void panel_avx512(int r0, int r1, int kc, const float* a, int lda, const float* panel, float* c,
                               int ldc, int mode, int cols) {
-  const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1);
-  const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1);
+  const __mmask16 masks[2] = {vector_mask(cols, 0), vector_mask(cols, 1)};
   for_row_blocks(r1 - r0, kMaxRowsAvx512, [&](int b0, int rows) {
     const int r = r0 + b0;
-    kBlocksAvx512<TA>[rows](kc, a_at<TA>(a, lda, r, 0), lda, panel, c + static_cast<long>(r) * ldc, ldc, mode,
-                            m0, m1);
+    kBlocksAvx512<TA>[rows](kc, a_at<TA>(a, lda, r, 0), lda, panel, 0, c + static_cast<long>(r) * ldc, ldc,
+                            mode, masks);
   });
 }
 
-// MR rows x half a panel (16 columns): 2*MR ymm accumulators, MR <= 6 within the 16
-// registers. Same FMA chain per element as the AVX-512 kernel.
+// Two adjacent panels (the second pstride floats after the first) for at most 6 rows.
+template <bool TA>
+MMAN_AVX512 void pair_avx512(int r0, int r1, int kc, const float* a, int lda, const float* panel,
+                             long pstride, float* c, int ldc, int mode, int cols) {
+  const __mmask16 masks[4] = {vector_mask(cols, 0), vector_mask(cols, 1), vector_mask(cols, 2),
+                              vector_mask(cols, 3)};
+  kPairBlocksAvx512<TA>[r1 - r0](kc, a_at<TA>(a, lda, r0, 0), lda, panel, pstride,
+                                 c + static_cast<long>(r0) * ldc, ldc, mode, masks);
+}
+
 template <int MR, bool TA>
 MMAN_AVX2 void block_avx2(int k, const float* a, int lda, const float* half_panel, float* c, int ldc,
                           int mode, __m256i m0, __m256i m1) {
@@ -215,8 +240,14 @@ void panel_generic(int r0, int r1, int kc, const float* a, int lda, const float*
                     mode, cols);
 }
 
+// Two adjacent panels for at most kPairRows rows (nullptr: the variant has none).
+using PairFn = void (*)(int r0, int r1, int kc, const float* a, int lda, const float* panel, long pstride,
+                        float* c, int ldc, int mode, int cols);
+constexpr int kPairRows = 6;
+
 struct Variant {
   PanelFn panel[2];  // [trans_a]
+  PairFn pair[2];    // [trans_a]
   const char* isa;
 };
 
@@ -224,12 +255,12 @@ Variant variant_named(const std::string& name) {
 #ifdef MMAN_PACKED_X86
   __builtin_cpu_init();
   if (name == "avx512" && __builtin_cpu_supports("avx512f"))
-    return {{panel_avx512<false>, panel_avx512<true>}, "avx512"};
+    return {{panel_avx512<false>, panel_avx512<true>}, {pair_avx512<false>, pair_avx512<true>}, "avx512"};
   if (name == "avx2" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return {{panel_avx2<false>, panel_avx2<true>}, "avx2"};
+    return {{panel_avx2<false>, panel_avx2<true>}, {nullptr, nullptr}, "avx2"};
 #endif
-  if (name == "generic") return {{panel_generic<false>, panel_generic<true>}, "generic"};
-  return {{nullptr, nullptr}, nullptr};
+  if (name == "generic") return {{panel_generic<false>, panel_generic<true>}, {nullptr, nullptr}, "generic"};
+  return {{nullptr, nullptr}, {nullptr, nullptr}, nullptr};
 }
 
 const Variant& variant() {
@@ -261,17 +292,22 @@ void run(const Variant& v, int r0, int r1, const float* a, int lda, bool trans_a
   }
   const int chunks = accumulate ? 1 : (k + kMaxChunk - 1) / kMaxChunk;
   const PanelFn fn = v.panel[trans_a ? 1 : 0];
+  const PairFn pair = r1 - r0 <= kPairRows ? v.pair[trans_a ? 1 : 0] : nullptr;
   for (int ch = 0; ch < chunks; ++ch) {
     const int k0 = static_cast<int>(static_cast<long>(k) * ch / chunks);
     const int k1 = static_cast<int>(static_cast<long>(k) * (ch + 1) / chunks);
     const float* a_chunk = trans_a ? a + static_cast<long>(k0) * lda : a + k0;
-    for (int p = 0; p < panels_of(n); ++p) {
+    const int mode = accumulate ? kAdd : ch > 0 ? kContinue : kStore;
+    for (int p = 0; p < panels_of(n);) {
       const float* panel = b.data + (static_cast<size_t>(p) * k + k0) * kP;
-      fn(r0, r1, k1 - k0, a_chunk, lda, panel, c + p * kP, ldc,
-         accumulate ? kAdd
-         : ch > 0   ? kContinue
-                    : kStore,
-         std::min(kP, n - p * kP));
+      if (pair != nullptr && p + 1 < panels_of(n)) {
+        pair(r0, r1, k1 - k0, a_chunk, lda, panel, static_cast<long>(k) * kP, c + p * kP, ldc, mode,
+             std::min(2 * kP, n - p * kP));
+        p += 2;
+      } else {
+        fn(r0, r1, k1 - k0, a_chunk, lda, panel, c + p * kP, ldc, mode, std::min(kP, n - p * kP));
+        p += 1;
+      }
     }
   }
 }
@@ -292,9 +328,13 @@ void pack_panels(const float* src, int ld, bool transposed, int k, int n, int p0
         for (int kk = 0; kk < k; ++kk)
           std::fill(panel + static_cast<size_t>(kk) * kP + cols, panel + (kk + 1) * static_cast<size_t>(kP),
                     0.0f);
-      for (int j = 0; j < cols; ++j) {
-        const float* s = src + static_cast<long>(j0 + j) * ld;
-        for (int kk = 0; kk < k; ++kk) panel[static_cast<size_t>(kk) * kP + j] = s[kk];
+      // In blocks of 64 rows of the panel (8 KB, in L1 while its 32 columns are filled).
+      for (int kb = 0; kb < k; kb += 64) {
+        const int ke = std::min(k, kb + 64);
+        for (int j = 0; j < cols; ++j) {
+          const float* s = src + static_cast<long>(j0 + j) * ld;
+          for (int kk = kb; kk < ke; ++kk) panel[static_cast<size_t>(kk) * kP + j] = s[kk];
+        }
       }
     } else {
       for (int kk = 0; kk < k; ++kk) {
