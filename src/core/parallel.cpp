@@ -76,6 +76,10 @@ class Pool {
 
   // Claims and runs chunks of loop `gen` until none is left.
   void work_through(uint32_t gen) {
+    // OpenMP regions inside a chunk run on this thread alone: the other threads are busy
+    // with the other chunks (the team size is a per-thread setting, restored below).
+    const int omp_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
     t_in_chunk = true;
     for (;;) {
       uint64_t s = state_.load(std::memory_order_acquire);
@@ -95,6 +99,7 @@ class Pool {
       }
     }
     t_in_chunk = false;
+    omp_set_num_threads(omp_threads);
   }
 
   void ensure_helpers(int helpers) {
@@ -148,6 +153,10 @@ bool in_parallel_chunk() { return t_in_chunk; }
 
 void parallel_chunks_impl(int count, void (*fn)(void*, int), void* ctx) {
   if (count <= 0) return;
+  if (count == 1 && !t_in_chunk) {  // nothing to share: the one chunk may use the threads itself
+    fn(ctx, 0);
+    return;
+  }
   const int threads = omp_in_parallel() ? 1 : num_threads();
   const int helpers = std::min(threads - 1, count - 1);
   bool expected = false;

@@ -5,6 +5,7 @@
 #include "mman/layers/activation.h"
 #include "mman/layers/linear.h"
 #include "mman/models/clstm.h"
+#include "src/core/parallel.h"
 #include "src/models/frozen_cache.h"
 #include "src/models/networks.h"
 
@@ -57,22 +58,32 @@ class FusionNetwork : public Network {
     const int s_count = static_cast<int>(subs_.size());
     const int width = s_count * outputs_;
     probs_.resize(rows, width);
-    for (int s = 0; s < s_count; ++s) {
-      frozen_[s] = subs_[s]->frozen(params);
-      const Mode sub_mode = mode == Mode::Train && !frozen_[s] ? Mode::Train : Mode::Eval;
-      // A frozen sub-network's probabilities come from its cache when every conversation
-      // of the batch is there (exact: src/models/frozen_cache.h); otherwise it runs and
-      // fills the cache.
-      const bool cached = frozen_[s] && !cache_.empty();
-      attention_cached_[s] = cached && cache_[s].begin(params, batch);
-      if (attention_cached_[s]) {
-        cache_[s].load(batch, probs_.data(), width, s * outputs_, outputs_, &cached_attention_[s]);
-        continue;
-      }
+    frozen_runs_.clear();
+    auto run_sub = [&](int s, Mode sub_mode) {
       subs_[s]->forward(params, batch, sub_mode, key, sub_logits_[s]);
       softmax_forward(sub_logits_[s].data(), outputs_, rows, outputs_, group_, probs_.data() + s * outputs_, width);
-      if (cached) cache_[s].store(batch, probs_.data(), width, s * outputs_, outputs_, subs_[s]->attention());
+      if (frozen_[s] && !cache_.empty())
+        cache_[s].store(batch, probs_.data(), width, s * outputs_, outputs_, subs_[s]->attention());
+    };
+    for (int s = 0; s < s_count; ++s) {
+      frozen_[s] = subs_[s]->frozen(params);
+      // A frozen sub-network's probabilities come from its cache when every conversation
+      // of the batch is there (exact: src/models/frozen_cache.h); otherwise it runs (in
+      // evaluation mode) and fills the cache.
+      attention_cached_[s] = frozen_[s] && !cache_.empty() && cache_[s].begin(params, batch);
+      if (attention_cached_[s])
+        cache_[s].load(batch, probs_.data(), width, s * outputs_, outputs_, &cached_attention_[s]);
+      else if (frozen_[s])
+        frozen_runs_.push_back(s);
+      else
+        run_sub(s, mode);
     }
+    // Frozen sub-networks that must run are independent evaluation-mode passes writing
+    // their own columns: they run side by side, one thread each (src/core/parallel.h;
+    // each is serial inside), with no synchronisation between them. Every row's result
+    // is the same whichever thread computes it.
+    detail::parallel_chunks(static_cast<int>(frozen_runs_.size()),
+                            [&](int i) { run_sub(frozen_runs_[static_cast<size_t>(i)], Mode::Eval); });
     if (lf_) {
       top_.forward(params, batch.layout, probs_.data(), logits, mode, key, top_ctx_);
     } else {
@@ -135,6 +146,7 @@ class FusionNetwork : public Network {
   std::vector<FrozenOutputCache> cache_;  // per sub-network; empty where caching is not exact
   std::vector<Tensor> cached_attention_;  // the last forward's attention of a cached sub-network
   std::vector<bool> attention_cached_;    // whether sub-network s came from its cache last forward
+  std::vector<int> frozen_runs_;          // frozen sub-networks this forward computes
 };
 
 }  // namespace
