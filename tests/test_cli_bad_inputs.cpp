@@ -275,7 +275,8 @@ TEST_F(CliBadInputs, Configs) {
   expect_config_fails("empty file", "", "at least one model must be defined");
   expect_config_fails("a list, not a mapping", "- models\n- train\n", "expected a mapping");
   expect_config_fails("YAML syntax error", "models: [clstm_speech\ntrain: {\n", "invalid YAML");
-  expect_config_fails("binary garbage", std::string("\x89HDF\r\n\x1a\n\0\0\xff\xfe models: {{{", 26), "config_");
+  static const char kGarbage[] = "\x89HDF\r\n\x1a\n\0\0\xff\xfe models: {{{";  // NULs inside
+  expect_config_fails("binary garbage", std::string(kGarbage, sizeof kGarbage - 1), "config_");
   expect_config_fails("a number where a string list goes", cfg + "report: 17\n", "references model '17'");
   expect_config_fails("wrong type: text for a number", config_text("  t: {type: clstm_text, train: {lr: fast}}\n"),
                       "models.t.train.lr: expected a number, found 'fast'");

@@ -38,7 +38,10 @@ __attribute__((always_inline)) inline float exp_clamped(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float e = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) * (1 << 23);  // 2^n, n in [-116, 116]
+  // 2^n, n in [-116, 116]. A NaN x leaves n NaN, whose int conversion is undefined
+  // (UBSan: the product overflows); take 0 then, e is NaN anyway (as the GPU kernel does).
+  const int32_t ni = n == n ? static_cast<int32_t>(n) : 0;
+  const int32_t bits = (ni + 127) * (1 << 23);
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return e * scale;
