@@ -104,6 +104,30 @@ TEST(BatchInvariance, ForwardPassesDoNotDependOnTheThreadCount) {
   set_num_threads(0);
 }
 
+// Training too: every product is row-wise exact and split by columns, bias sums and the
+// gradient norm have a fixed order, so a training step gives the same parameters for any
+// thread count (a stronger property than the determinism per thread count that resume
+// relies on).
+TEST(BatchInvariance, TrainingDoesNotDependOnTheThreadCount) {
+  require_packed_kernels();
+  SplitIndices splits;
+  for (int c = 0; c < 30; ++c) splits.train.push_back(c);
+  for (const char* type : {"clstm_speech", "clstm_mma", "mman"}) {
+    std::vector<float> params[2];
+    for (int threads : {1, 2}) {
+      auto m = model_of(type);
+      TrainConfig tc;
+      tc.max_epochs = 1;
+      tc.patience = 0;
+      tc.threads = threads;
+      train_model(*m, data().ds, data().protocol, splits, tc);
+      params[threads - 1] = m->params().values();
+    }
+    EXPECT_TRUE(same_bits(params[0], params[1])) << type;
+  }
+  set_num_threads(0);
+}
+
 // A fusion model whose sub-networks are frozen serves their probabilities from its cache
 // after the first batch that contains a conversation; a model with the same weights but
 // trainable sub-networks always recomputes them. Same bits, attention included.
