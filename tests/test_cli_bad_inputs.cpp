@@ -56,7 +56,7 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
-// Cases run so far; each group checks its own count, 82 in all (19 arguments, 21
+// Cases run so far; each group checks its own count, 85 in all (19 arguments, 24
 // configs, 17 dataset files, 15 checkpoints, 7 output locations, 3 full disks).
 int g_cases = 0;
 
@@ -311,6 +311,13 @@ TEST_F(CliBadInputs, Configs) {
   expect_config_fails("Inf", config_text("  n: {type: clstm_text, train: {clip: {norm: .inf}}}\n"),
                       "models.n.train.clip.norm: expected a number, found '.inf'");
   expect_config_fails("unknown model type", config_text("  g: {type: clstm_gru}\n"), "expected one of");
+  expect_config_fails("a key given twice (YAML allows no duplicates; found by fuzz_config)",
+                      config_text("  clstm_text: {hidden: 8}\n"), "models.clstm_text: key 'clstm_text' appears twice");
+  expect_config_fails("a learning rate that would blow up training",
+                      config_text("  d: {type: clstm_text, train: {lr: 1e30}}\n"),
+                      "models.d.train.lr: expected a number in (0, 10], found 1e+30");
+  expect_config_fails("Adam eps that is 0 in float", config_text("  e: {type: clstm_text, train: {eps: 1e-300}}\n"),
+                      "models.e.train.eps: expected a number in [1e-38, 1], found 1e-300");
   expect_config_fails("modalities the data lacks", config_text("  ef: {type: clstm_ef, modalities: [audio, depth]}\n"),
                       "depth");
   expect_config_fails("stages that form a cycle",
@@ -322,7 +329,7 @@ TEST_F(CliBadInputs, Configs) {
                       "absent.h5");
   fs::create_directories(file("a_folder.yaml"));
   expect_run_fails("config path is a folder", file("a_folder.yaml"), "is a folder, not a config file");
-  EXPECT_EQ(g_cases - first_case, 21) << "cases in this group (see docs/reliability.md)";
+  EXPECT_EQ(g_cases - first_case, 24) << "cases in this group (see docs/reliability.md)";
 }
 
 TEST_F(CliBadInputs, DatasetFiles) {

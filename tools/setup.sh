@@ -9,6 +9,7 @@ packages=(
   libyaml-cpp-dev libhdf5-dev hdf5-tools libopenblas-dev
   libgtest-dev libgmock-dev libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   python3 python3-numpy python3-h5py python3-torch python3-matplotlib python3-yaml
+  clang-14 libclang-rt-14-dev libomp-14-dev  # the fuzz targets (libFuzzer), tools/test.sh
 )
 
 missing=()

@@ -96,6 +96,16 @@ YamlMap::YamlMap(std::shared_ptr<const YamlSource> source, YAML::Node node, std:
     : source_(std::move(source)), node_(std::move(node)), path_(std::move(path)) {
   if (node_.IsDefined() && !node_.IsNull() && !node_.IsMap())
     fail(node_, path_, "expected a mapping of keys to values, found " + describe(node_));
+  // yaml-cpp keeps both copies of a repeated key (YAML forbids them): one would be read
+  // and the other ignored, or a model defined twice trained twice (found by fuzz_config).
+  if (node_.IsMap()) {
+    std::set<std::string> seen;
+    for (auto it = node_.begin(); it != node_.end(); ++it)
+      if (it->first.IsScalar() && !seen.insert(it->first.Scalar()).second) {
+        const std::string key = it->first.Scalar();
+        fail(it->first, path_.empty() ? key : path_ + "." + key, fmt::format("key '{}' appears twice", key));
+      }
+  }
 }
 
 bool YamlMap::has(const std::string& key) const {
