@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "support/modalities.h"
 #include "cuda/kernels/attention.cuh"
 #include "mman/blas.h"
 #include "mman/error.h"
@@ -44,15 +45,6 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& ref, 
   const double tol = kSafety * length * kEps * scale;
   EXPECT_TRUE(worst <= tol) << what << ": max error " << worst << " at " << at << " (kernel " << got[at] << ", cpu "
                             << ref[at] << "), tolerance " << tol;
-}
-
-// [rows x d] per modality <-> [rows x M d].
-std::vector<float> concat_modalities(const std::vector<Tensor>& ts, int64_t rows, int d) {
-  const int mc = static_cast<int>(ts.size());
-  std::vector<float> out(static_cast<size_t>(rows * mc * d));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int m = 0; m < mc; ++m) std::memcpy(&out[static_cast<size_t>((r * mc + m) * d)], ts[m].row(r), d * 4);
-  return out;
 }
 
 struct Case {
@@ -106,7 +98,7 @@ void run_case(const Case& c, const std::vector<EmulationOptions>& schedules) {
   const auto bias = [&](const char* which, int m) { return ps.value(ps.find("m." + std::string(which) + cfg.modalities[m] + ".bias")); };
   const char* kWhich[3] = {"q.", "k.", "v."};
   // The unfused path's projections: q_m = xhat_m W^T + b by our CPU GEMM (cuBLAS on the GPU).
-  const std::vector<float> xhat = concat_modalities(ctx.xhat, rows, d);
+  const std::vector<float> xhat = test::concat_modalities(ctx.xhat, rows, d);
   std::vector<float> proj[3];
   for (int i = 0; i < 3; ++i) {
     proj[i].assign(n, 0.0f);
@@ -138,9 +130,9 @@ void run_case(const Case& c, const std::vector<EmulationOptions>& schedules) {
     first_dq = dq;
     expect_close(o, std::vector<float>(out.data(), out.data() + out.size()), fwd, "out");
     expect_close(alpha, std::vector<float>(ctx.alpha.data(), ctx.alpha.data() + ctx.alpha.size()), fwd, "alpha");
-    expect_close(dq, concat_modalities(ctx.dq, rows, d), bwd, "dq");
-    expect_close(dk, concat_modalities(ctx.dk, rows, d), bwd, "dk");
-    expect_close(dv, concat_modalities(ctx.dv, rows, d), bwd, "dv");
+    expect_close(dq, test::concat_modalities(ctx.dq, rows, d), bwd, "dq");
+    expect_close(dk, test::concat_modalities(ctx.dk, rows, d), bwd, "dk");
+    expect_close(dv, test::concat_modalities(ctx.dv, rows, d), bwd, "dv");
     // The rest of the unfused backward by GEMM: dxhat += dY W, dW += dY^T xhat, db += sums.
     const std::vector<float>* dys[3] = {&dq, &dk, &dv};
     std::vector<float> grads(ps.grads().size(), 0.0f);
@@ -168,7 +160,7 @@ void run_case(const Case& c, const std::vector<EmulationOptions>& schedules) {
       Dropout(cfg.dropout, kSlotBase + m).backward(masked[m].data(), masked[m].data(), masked[m].size(), {c.mode, key});
       relu_backward(ctx.xhat[m].data(), masked[m].data(), masked[m].data(), masked[m].size());
     }
-    expect_close(concat_modalities(masked, rows, d), concat_modalities(ctx.dxhat, rows, d), bwd + mc * d, "dxhat");
+    expect_close(test::concat_modalities(masked, rows, d), test::concat_modalities(ctx.dxhat, rows, d), bwd + mc * d, "dxhat");
   }
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "support/modalities.h"
 #include "cuda/kernels/mma.cuh"
 #include "mman/blas.h"
 #include "mman/error.h"
@@ -53,15 +54,6 @@ void expect_close(const std::vector<float>& got, const float* ref, size_t n, dou
   EXPECT_TRUE(worst <= tol) << what << ": max error " << worst << " at element " << at << " (kernel " << got[at]
                             << ", cpu " << ref[at] << "), tolerance " << tol << " = " << kSafety << " * " << length
                             << " eps * " << scale;
-}
-
-// Concatenates per-modality [rows x d] tensors into [rows x M d].
-std::vector<float> concat_modalities(const std::vector<Tensor>& ts, int64_t rows, int d) {
-  const int mc = static_cast<int>(ts.size());
-  std::vector<float> out(static_cast<size_t>(rows * mc * d));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int m = 0; m < mc; ++m) std::memcpy(&out[static_cast<size_t>((r * mc + m) * d)], ts[m].row(r), d * 4);
-  return out;
 }
 
 struct Case {
@@ -110,7 +102,7 @@ struct CpuRun {
     }
     for (const Tensor& t : x) ptrs.push_back(t.data());
     mma.forward(ps, s.rows, ptrs.data(), out, s.mode, key, ctx);
-    xhat = concat_modalities(ctx.xhat, s.rows, s.d);
+    xhat = test::concat_modalities(ctx.xhat, s.rows, s.d);
     dout.resize(s.rows, mma.output_dim());
     for (int64_t i = 0; i < dout.size(); ++i) dout.data()[i] = static_cast<float>(rng.uniform(-1, 1));
     for (float& g : ps.grads()) g = static_cast<float>(rng.uniform(-0.5, 0.5));
@@ -166,14 +158,14 @@ void check_against_cpu(const Case& setup, CpuRun& cpu, const KernelRun& k) {
   expect_close(k.out, cpu.out.data(), cpu.out.size(), fwd, "out");
   expect_close(k.alpha, cpu.ctx.alpha.data(), cpu.ctx.alpha.size(), fwd, "alpha");
   if (setup.mode == Mode::Eval) return;
-  expect_close(k.q, concat_modalities(cpu.ctx.q, rows, d).data(), n, d, "q");
-  expect_close(k.k, concat_modalities(cpu.ctx.k, rows, d).data(), n, d, "k");
-  expect_close(k.v, concat_modalities(cpu.ctx.v, rows, d).data(), n, d, "v");
+  expect_close(k.q, test::concat_modalities(cpu.ctx.q, rows, d).data(), n, d, "q");
+  expect_close(k.k, test::concat_modalities(cpu.ctx.k, rows, d).data(), n, d, "k");
+  expect_close(k.v, test::concat_modalities(cpu.ctx.v, rows, d).data(), n, d, "v");
   // Backward: dalpha (d) and the score gradients (d) on top of the forward's path.
   const double bwd = fwd + 2.0 * d + 6;
-  expect_close(k.dq, concat_modalities(cpu.ctx.dq, rows, d).data(), n, bwd, "dq");
-  expect_close(k.dk, concat_modalities(cpu.ctx.dk, rows, d).data(), n, bwd, "dk");
-  expect_close(k.dv, concat_modalities(cpu.ctx.dv, rows, d).data(), n, bwd, "dv");
+  expect_close(k.dq, test::concat_modalities(cpu.ctx.dq, rows, d).data(), n, bwd, "dq");
+  expect_close(k.dk, test::concat_modalities(cpu.ctx.dk, rows, d).data(), n, bwd, "dk");
+  expect_close(k.dv, test::concat_modalities(cpu.ctx.dv, rows, d).data(), n, bwd, "dv");
 
   // dxhat against the CPU's dq, dk, dv times the weights (our CPU GEMM) plus the skip share...
   const int width = cpu.mma.output_dim() / 3;
@@ -188,7 +180,7 @@ void check_against_cpu(const Case& setup, CpuRun& cpu, const KernelRun& k) {
       gemm(false, false, static_cast<int>(rows), d, d, 1.0f, (*dys[i])[m].data(), d, W, d, 1.0f, ref[m].data(), d);
     }
   }
-  expect_close(k.dxhat, concat_modalities(ref, rows, d).data(), n, bwd + 3.0 * d, "dxhat");
+  expect_close(k.dxhat, test::concat_modalities(ref, rows, d).data(), n, bwd + 3.0 * d, "dxhat");
   // ... and, through the standardisation's dropout and ReLU (the CPU layer's own functions),
   // against the gradient the CPU layer left in ctx.dxhat.
   std::vector<Tensor> masked(3);
@@ -200,8 +192,8 @@ void check_against_cpu(const Case& setup, CpuRun& cpu, const KernelRun& k) {
     drop.backward(masked[m].data(), masked[m].data(), masked[m].size(), DropoutContext{setup.mode, cpu.key});
     relu_backward(cpu.ctx.xhat[m].data(), masked[m].data(), masked[m].data(), masked[m].size());
   }
-  const std::vector<float> masked_got = concat_modalities(masked, rows, d);
-  expect_close(masked_got, concat_modalities(cpu.ctx.dxhat, rows, d).data(), n, bwd + 3.0 * d, "masked dxhat");
+  const std::vector<float> masked_got = test::concat_modalities(masked, rows, d);
+  expect_close(masked_got, test::concat_modalities(cpu.ctx.dxhat, rows, d).data(), n, bwd + 3.0 * d, "masked dxhat");
 
   // Weight gradients: a sum over the rows of the backward's values.
   for (const char* which : {"q.", "k.", "v."})
