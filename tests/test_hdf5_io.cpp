@@ -20,17 +20,6 @@ using h5::kAny;
 using h5::Shape;
 using test::TempDir;
 
-// The message of the mman::Error that fn throws ("" when it throws none).
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -153,35 +142,35 @@ TEST(Hdf5Io, ReadChecksNameFileTypeShapeAndProblem) {
   }
   const File f = File::open(path);
   const std::string file = path;
-  std::string msg = error_of([&] { f.read_float32("/f64", {kAny, 3}); });
+  std::string msg = test::error_message([&] { f.read_float32("/f64", {kAny, 3}); });
   EXPECT_NE(msg.find(file + ": /f64: expected float32 [? x 3], found float64 [2 x 3]"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_float32("/f32", {kAny, kAny}); });
+  msg = test::error_message([&] { f.read_float32("/f32", {kAny, kAny}); });
   EXPECT_NE(msg.find("/f32: expected float32 [? x ?], found float32 [3]"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_int64("/f32", {kAny}); });
+  msg = test::error_message([&] { f.read_int64("/f32", {kAny}); });
   EXPECT_NE(msg.find("/f32: expected integers [?], found float32 [3]"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_int64("/big", {kAny}); });
+  msg = test::error_message([&] { f.read_int64("/big", {kAny}); });
   EXPECT_NE(msg.find("does not fit in int64"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_uint64("/neg", {kAny}); });
+  msg = test::error_message([&] { f.read_uint64("/neg", {kAny}); });
   EXPECT_NE(msg.find("negative value -1"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_strings("/f32", {kAny}); });
+  msg = test::error_message([&] { f.read_strings("/f32", {kAny}); });
   EXPECT_NE(msg.find("expected strings [?], found float32 [3]"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_float32("/s", {1}); });
+  msg = test::error_message([&] { f.read_float32("/s", {1}); });
   EXPECT_NE(msg.find("found string [1]"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_float32("/missing/x", {kAny}); });
+  msg = test::error_message([&] { f.read_float32("/missing/x", {kAny}); });
   EXPECT_NE(msg.find(file + ": /missing/x: missing dataset"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_float32("/g", {kAny}); });
+  msg = test::error_message([&] { f.read_float32("/g", {kAny}); });
   EXPECT_NE(msg.find("/g: expected a dataset, found a group"), std::string::npos) << msg;
-  msg = error_of([&] { f.children("/f32"); });
+  msg = test::error_message([&] { f.children("/f32"); });
   EXPECT_NE(msg.find("/f32: expected a group"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_string_attr("/", "schema"); });
+  msg = test::error_message([&] { f.read_string_attr("/", "schema"); });
   EXPECT_NE(msg.find(file + ": / (attribute schema): missing attribute"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_string_attr("/", "n"); });
+  msg = test::error_message([&] { f.read_string_attr("/", "n"); });
   EXPECT_NE(msg.find("/ (attribute n): expected a string, found int64 scalar"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_string_attr("/", "two"); });
+  msg = test::error_message([&] { f.read_string_attr("/", "two"); });
   EXPECT_NE(msg.find("expected one string, found string [2]"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_int_attr("/", "two"); });
+  msg = test::error_message([&] { f.read_int_attr("/", "two"); });
   EXPECT_NE(msg.find("expected an integer"), std::string::npos) << msg;
-  msg = error_of([&] { f.read_float32_into("/f32", {4}, nullptr); });
+  msg = test::error_message([&] { f.read_float32_into("/f32", {4}, nullptr); });
   EXPECT_NE(msg.find("expected float32 [4], found float32 [3]"), std::string::npos) << msg;
 }
 
@@ -225,27 +214,27 @@ TEST(Hdf5Io, WritingIsAtomic) {
     File f = File::create(path);
     f.write("/x", std::vector<float>{3});
     f.commit();
-    EXPECT_NE(error_of([&] { f.exists("/x"); }).find("closed"), std::string::npos);
+    EXPECT_NE(test::error_message([&] { f.exists("/x"); }).find("closed"), std::string::npos);
   }
   EXPECT_EQ(File::open(path).read_float32("/x", {kAny}), std::vector<float>{3});
 }
 
 TEST(Hdf5Io, WriteErrors) {
   TempDir dir;
-  std::string msg = error_of([&] { File::create(dir.file("no/such/folder/x.h5")); });
+  std::string msg = test::error_message([&] { File::create(dir.file("no/such/folder/x.h5")); });
   EXPECT_NE(msg.find("does not exist"), std::string::npos) << msg;
   File f = File::create(dir.file("w.h5"));
   f.write("/x", std::vector<int32_t>{1});
-  msg = error_of([&] { f.write("/x", std::vector<int32_t>{2}); });
+  msg = test::error_message([&] { f.write("/x", std::vector<int32_t>{2}); });
   EXPECT_NE(msg.find("/x: already exists"), std::string::npos) << msg;
-  msg = error_of([&] { f.write_strings("/s", {std::string("a\0b", 3)}); });
+  msg = test::error_message([&] { f.write_strings("/s", {std::string("a\0b", 3)}); });
   EXPECT_NE(msg.find("NUL"), std::string::npos) << msg;
-  msg = error_of([&] { f.write_int_attr("/nope", "a", 1); });
+  msg = test::error_message([&] { f.write_int_attr("/nope", "a", 1); });
   EXPECT_NE(msg.find("/nope: missing object"), std::string::npos) << msg;
-  msg = error_of([&] { f.write("relative", std::vector<int32_t>{2}); });
+  msg = test::error_message([&] { f.write("relative", std::vector<int32_t>{2}); });
   EXPECT_NE(msg.find("absolute"), std::string::npos) << msg;
   f.commit();
-  msg = error_of([&] { File::open(dir.file("w.h5")).write("/y", std::vector<int32_t>{2}); });
+  msg = test::error_message([&] { File::open(dir.file("w.h5")).write("/y", std::vector<int32_t>{2}); });
   EXPECT_NE(msg.find("read-only"), std::string::npos) << msg;
 }
 
@@ -274,18 +263,18 @@ TEST(Hdf5Io, EditChangesAFileInPlace) {
 
 TEST(Hdf5Io, OpeningBadFilesGivesClearMessages) {
   TempDir dir;
-  std::string msg = error_of([&] { File::open(dir.file("missing.h5")); });
+  std::string msg = test::error_message([&] { File::open(dir.file("missing.h5")); });
   EXPECT_NE(msg.find("missing.h5: no such file"), std::string::npos) << msg;
 
   write_text(dir.file("empty.h5"), "");
-  msg = error_of([&] { File::open(dir.file("empty.h5")); });
+  msg = test::error_message([&] { File::open(dir.file("empty.h5")); });
   EXPECT_NE(msg.find("empty.h5: empty file"), std::string::npos) << msg;
 
   write_text(dir.file("text.h5"), "label,feature\n1,2\n");
-  msg = error_of([&] { File::open(dir.file("text.h5")); });
+  msg = test::error_message([&] { File::open(dir.file("text.h5")); });
   EXPECT_NE(msg.find("text.h5: not an HDF5 file"), std::string::npos) << msg;
 
-  msg = error_of([&] { File::open(dir.path()); });
+  msg = test::error_message([&] { File::open(dir.path()); });
   EXPECT_NE(msg.find("folder"), std::string::npos) << msg;
 
   const std::string good = dir.file("good.h5");
@@ -299,7 +288,7 @@ TEST(Hdf5Io, OpeningBadFilesGivesClearMessages) {
   const auto size = std::filesystem::file_size(good);
   std::filesystem::copy_file(good, dir.file("cut.h5"));
   std::filesystem::resize_file(dir.file("cut.h5"), size / 2);
-  msg = error_of([&] {
+  msg = test::error_message([&] {
     const File f = File::open(dir.file("cut.h5"));
     f.read_float32("/x", {kAny, kAny});
   });
@@ -404,7 +393,7 @@ TEST(Hdf5Probe, RethrowsTheChildsError) {
     f.write("/x", std::vector<float>{1});
     f.commit();
   }
-  const std::string msg = error_of([&] { h5::probe(path, [&] { File::open(path).read_float32("/y", {1}); }); });
+  const std::string msg = test::error_message([&] { h5::probe(path, [&] { File::open(path).read_float32("/y", {1}); }); });
   EXPECT_EQ(msg, path + ": /y: missing dataset");
 }
 
@@ -417,7 +406,7 @@ TEST(Hdf5Probe, ACrashBecomesAnErrorNamingTheLastPath) {
     f.write_strings("/names", {"a"});
     f.commit();
   }
-  const std::string msg = error_of([&] {
+  const std::string msg = test::error_message([&] {
     h5::probe(path, [&] {
       const File f = File::open(path);
       f.read_float32("/x", {1});
@@ -437,7 +426,7 @@ TEST(Hdf5Probe, AHangBecomesAnErrorAfterTheTimeout) {
     f.write("/x", std::vector<float>{1});
     f.commit();
   }
-  const std::string msg = error_of([&] {
+  const std::string msg = test::error_message([&] {
     h5::probe(
         path,
         [&] {

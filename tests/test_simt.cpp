@@ -11,6 +11,7 @@
 
 #include "cuda/kernels/reduce.cuh"
 #include "cuda/kernels/softmax.cuh"
+#include "support/test_support.h"
 #include "mman/error.h"
 #include "mman/rng.h"
 #include "mman/simt/simt.h"
@@ -189,17 +190,6 @@ EmulationOptions options(ThreadOrder order, bool check_shared = true, uint64_t s
   return o;
 }
 
-// The message of the mman::Error that `f` throws, or "" when it throws none.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 std::vector<float> uniform(size_t n, uint64_t seed, double lo, double hi) {
   Rng rng(seed);
   std::vector<float> v(n);
@@ -256,7 +246,7 @@ TEST(Simt, DynamicSharedMemoryIsSizedByTheLaunch) {
   // One float too few: the last store is out of bounds of the dynamic region.
   const std::vector<float> x = uniform(64, 3, -1, 1);
   std::vector<float> y(64);
-  const std::string err = error_of([&] {
+  const std::string err = test::error_message([&] {
     MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(32), 63 * sizeof(float)}), kernels::reverse_rows_kernel, x.data(),
                 y.data(), 64);
   });
@@ -339,24 +329,24 @@ TEST(Simt, WarpShufflesFollowCudaSemantics) {
 
 TEST(Simt, BadLaunchConfigurationsAreErrors) {
   std::vector<int> out(4096);
-  EXPECT_NE(error_of([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(1025)}), kernels::partial_barrier_kernel, out.data()); })
+  EXPECT_NE(test::error_message([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(1025)}), kernels::partial_barrier_kernel, out.data()); })
                 .find("1024"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { MMAN_LAUNCH((LaunchConfig{dim3(0), dim3(32)}), kernels::partial_barrier_kernel, out.data()); })
+  EXPECT_NE(test::error_message([&] { MMAN_LAUNCH((LaunchConfig{dim3(0), dim3(32)}), kernels::partial_barrier_kernel, out.data()); })
                 .find("at least 1"),
             std::string::npos);
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(test::error_message([&] {
               MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(32), 64 * 1024}), kernels::partial_barrier_kernel, out.data());
             }).find("dynamic shared memory"),
             std::string::npos);
   EmulationOptions tiny_stack;
   tiny_stack.stack_bytes = 4096;
   ScopedEmulation scope(tiny_stack);
-  EXPECT_NE(error_of([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(32)}), kernels::partial_barrier_kernel, out.data()); })
+  EXPECT_NE(test::error_message([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(32)}), kernels::partial_barrier_kernel, out.data()); })
                 .find("too small"),
             std::string::npos);
   // Device functions outside a launch are an error, not a crash.
-  EXPECT_NE(error_of([] { simt::device::__syncthreads(); }).find("outside a kernel"), std::string::npos);
+  EXPECT_NE(test::error_message([] { simt::device::__syncthreads(); }).find("outside a kernel"), std::string::npos);
 }
 
 // ---- faults the emulation must catch ----
@@ -368,7 +358,7 @@ TEST(Simt, MissingBarrierInReductionIsReportedAsRaceInEverySchedule) {
     SCOPED_TRACE(simt::describe(o));
     ScopedEmulation scope(o);
     std::vector<float> out(2);
-    const std::string err = error_of([&] {
+    const std::string err = test::error_message([&] {
       MMAN_LAUNCH((LaunchConfig{dim3(2), dim3(kBlock)}), kernels::sum_missing_barrier_kernel<kBlock>, x.data(),
                   out.data());
     });
@@ -404,7 +394,7 @@ TEST(Simt, OverwritingABroadcastSlotTooEarlyIsAReportedRace) {
     SCOPED_TRACE(simt::describe(o));
     ScopedEmulation scope(o);
     std::vector<float> y(64);
-    const std::string err = error_of(
+    const std::string err = test::error_message(
         [&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::broadcast_reuse_kernel, x.data(), y.data()); });
     EXPECT_NE(err.find("shared-memory race"), std::string::npos) << err;
     EXPECT_NE(err.find("`slot`[0]"), std::string::npos) << err;
@@ -424,7 +414,7 @@ TEST(Simt, OffByOneReadOfUninitialisedSharedMemoryIsDetected) {
     SCOPED_TRACE(simt::describe(o));
     ScopedEmulation scope(o);
     std::vector<float> y(64);
-    const std::string err = error_of(
+    const std::string err = test::error_message(
         [&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::stencil_kernel<65>, x.data(), y.data()); });
     EXPECT_NE(err.find("no thread of this block has written"), std::string::npos) << err;
     EXPECT_NE(err.find("`tile`[64]"), std::string::npos) << err;
@@ -443,7 +433,7 @@ TEST(Simt, OutOfBoundsSharedIndexIsAnErrorEvenWithoutTheDetector) {
   for (bool check : {true, false}) {
     ScopedEmulation scope(options(ThreadOrder::Shuffled, check));
     std::vector<float> y(64);
-    const std::string err = error_of(
+    const std::string err = test::error_message(
         [&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::stencil_kernel<64>, x.data(), y.data()); });
     EXPECT_NE(err.find("index 64 is out of bounds of shared array `tile` (64 elements"), std::string::npos) << err;
   }
@@ -460,7 +450,7 @@ TEST(Simt, SharedMemoryIsPoisonedAtEveryBlockStart) {
   ScopedEmulation scope(options(ThreadOrder::Forward, true));
   std::vector<float> out(4);
   const std::string err =
-      error_of([&] { MMAN_LAUNCH((LaunchConfig{dim3(4), dim3(32)}), kernels::stale_shared_kernel, out.data()); });
+      test::error_message([&] { MMAN_LAUNCH((LaunchConfig{dim3(4), dim3(32)}), kernels::stale_shared_kernel, out.data()); });
   EXPECT_NE(err.find("block (1,0,0)"), std::string::npos) << err;
   EXPECT_NE(err.find("no thread of this block has written"), std::string::npos) << err;
 }
@@ -468,7 +458,7 @@ TEST(Simt, SharedMemoryIsPoisonedAtEveryBlockStart) {
 TEST(Simt, BarrierReachedByPartOfTheBlockIsReported) {
   std::vector<int> out(64);
   const std::string err =
-      error_of([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::partial_barrier_kernel, out.data()); });
+      test::error_message([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::partial_barrier_kernel, out.data()); });
   EXPECT_NE(err.find("divergent barrier"), std::string::npos) << err;
   EXPECT_NE(err.find("16 threads wait at __syncthreads() at test_simt.cpp"), std::string::npos) << err;
   EXPECT_NE(err.find("48 threads exited"), std::string::npos) << err;
@@ -477,7 +467,7 @@ TEST(Simt, BarrierReachedByPartOfTheBlockIsReported) {
 TEST(Simt, ThreadsAtDifferentBarriersAreReported) {
   std::vector<int> out(64);
   const std::string err =
-      error_of([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::split_barrier_kernel, out.data()); });
+      test::error_message([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::split_barrier_kernel, out.data()); });
   EXPECT_NE(err.find("different __syncthreads() calls"), std::string::npos) << err;
 }
 
@@ -487,7 +477,7 @@ TEST(Simt, EarlyReturnBeforeABarrierIsReported) {
   // All threads in range: fine.
   MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::early_return_kernel, x.data(), y.data(), 64);
   for (int t = 0; t < 64; ++t) EXPECT_EQ(y[t], x[63 - t]);
-  const std::string err = error_of(
+  const std::string err = test::error_message(
       [&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::early_return_kernel, x.data(), y.data(), 50); });
   EXPECT_NE(err.find("divergent barrier"), std::string::npos) << err;
   EXPECT_NE(err.find("14 threads exited"), std::string::npos) << err;
@@ -496,12 +486,12 @@ TEST(Simt, EarlyReturnBeforeABarrierIsReported) {
 TEST(Simt, ShufflesNeedTheWholeWarpAndAFullMask) {
   std::vector<float> y(64);
   std::string err =
-      error_of([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::shuffle_after_exit_kernel, y.data()); });
+      test::error_message([&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(64)}), kernels::shuffle_after_exit_kernel, y.data()); });
   EXPECT_NE(err.find("wait at a warp shuffle"), std::string::npos) << err;
-  err = error_of(
+  err = test::error_message(
       [&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(48)}), kernels::shuffle_mask_kernel, y.data(), kernels::kFullMask); });
   EXPECT_NE(err.find("warp of only 16 threads"), std::string::npos) << err;
-  err = error_of(
+  err = test::error_message(
       [&] { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(32)}), kernels::shuffle_mask_kernel, y.data(), 0x0000FFFFu); });
   EXPECT_NE(err.find("only full-mask"), std::string::npos) << err;
 }
@@ -513,7 +503,7 @@ TEST(Simt, SharedAtomicsAreNoRaceButPlainIncrementsAre) {
     std::vector<int> out(3, 0);
     MMAN_LAUNCH((LaunchConfig{dim3(3), dim3(96)}), kernels::shared_counter_kernel, out.data(), true);
     EXPECT_EQ(out, std::vector<int>(3, 96));
-    const std::string err = error_of(
+    const std::string err = test::error_message(
         [&] { MMAN_LAUNCH((LaunchConfig{dim3(3), dim3(96)}), kernels::shared_counter_kernel, out.data(), false); });
     EXPECT_NE(err.find("shared-memory race"), std::string::npos) << err;
   }
@@ -522,7 +512,7 @@ TEST(Simt, SharedAtomicsAreNoRaceButPlainIncrementsAre) {
 TEST(Simt, LaunchesCannotNest) {
   // A kernel that launches a kernel (dynamic parallelism) is refused with a message.
   ScopedEmulation scope(options(ThreadOrder::Forward));
-  const std::string err = error_of([] {
+  const std::string err = test::error_message([] {
     simt::detail::KernelBody body{[](void*) { MMAN_LAUNCH((LaunchConfig{dim3(1), dim3(1)}), kernels::barrier_kernel); },
                                   nullptr};
     simt::detail::run_launch(simt::LaunchSite{"outer", __FILE__, __LINE__}, LaunchConfig{dim3(1), dim3(1)}, body);

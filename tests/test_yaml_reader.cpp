@@ -23,15 +23,6 @@ Loaded load(const test::TempDir& dir, const std::string& text, const std::vector
   return l;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(YamlReader, ReadsTypedValuesWithDefaults) {
   test::TempDir dir;
   Loaded l = load(dir, "train:\n  lr: 1e-3\n  epochs: 20\n  seeds: [1, 2]\n  shuffle: true\nname: x\n");
@@ -51,9 +42,9 @@ TEST(YamlReader, ErrorsCarryFileLineColumnAndKeyPath) {
   test::TempDir dir;
   Loaded l = load(dir, "train:\n  lr: fast\n  epochs: -3\n");
   YamlMap train = YamlMap(l.source, l.root, "").map("train");
-  EXPECT_EQ(error_of([&] { train.number("lr", 0.1, 0, 1, true); }),
+  EXPECT_EQ(test::error_message([&] { train.number("lr", 0.1, 0, 1, true); }),
             dir.file("c.yaml") + ":2:7: train.lr: expected a number, found 'fast'");
-  EXPECT_EQ(error_of([&] { train.integer("epochs", 1, 1, 1000); }),
+  EXPECT_EQ(test::error_message([&] { train.integer("epochs", 1, 1, 1000); }),
             dir.file("c.yaml") + ":3:11: train.epochs: expected an integer in [1, 1000], found -3");
 }
 
@@ -63,7 +54,7 @@ TEST(YamlReader, UnknownKeySuggestsTheClosestKnownOne) {
   YamlMap train = YamlMap(l.source, l.root, "").map("train");
   train.number("lr", 0.1, 0, 1);
   train.integer("epochs", 1, 1, 10);
-  EXPECT_EQ(error_of([&] { train.finish(); }),
+  EXPECT_EQ(test::error_message([&] { train.finish(); }),
             dir.file("c.yaml") + ":3:3: train.epocs: unknown key 'epocs' (did you mean 'epochs'?)");
 }
 
@@ -71,7 +62,7 @@ TEST(YamlReader, ChoiceListsOptionsAndSuggests) {
   test::TempDir dir;
   Loaded l = load(dir, "backend: cdua\n");
   YamlMap root(l.source, l.root, "");
-  EXPECT_EQ(error_of([&] { root.choice("backend", "auto", {"auto", "cpu", "cuda"}); }),
+  EXPECT_EQ(test::error_message([&] { root.choice("backend", "auto", {"auto", "cpu", "cuda"}); }),
             dir.file("c.yaml") + ":1:10: backend: expected one of auto, cpu, cuda, found 'cdua' (did you mean 'cuda'?)");
 }
 
@@ -86,19 +77,19 @@ TEST(YamlReader, OverridesReplaceAndCreateKeysAndAreNamedInErrors) {
 
   Loaded bad = load(dir, "train:\n  lr: 0.001\n", {"train.lr=abc"});
   YamlMap bad_train = YamlMap(bad.source, bad.root, "").map("train");
-  EXPECT_EQ(error_of([&] { bad_train.number("lr", 0.1, 0, 1); }),
+  EXPECT_EQ(test::error_message([&] { bad_train.number("lr", 0.1, 0, 1); }),
             "--set train.lr=abc: train.lr: expected a number, found 'abc'");
 }
 
 TEST(YamlReader, BadFilesAndBadOverridesAreClearErrors) {
   test::TempDir dir;
   YamlSource source;
-  EXPECT_NE(error_of([&] { load_yaml_with_overrides(dir.file("missing.yaml"), {}, source); }).find("cannot open"),
+  EXPECT_NE(test::error_message([&] { load_yaml_with_overrides(dir.file("missing.yaml"), {}, source); }).find("cannot open"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { load(dir, "train: [1, 2\n"); }).find("invalid YAML"), std::string::npos);
-  EXPECT_NE(error_of([&] { load(dir, "- a\n- b\n"); }).find("expected a mapping"), std::string::npos);
-  EXPECT_NE(error_of([&] { load(dir, "a: 1\n", {"novalue"}); }).find("expected key.path=value"), std::string::npos);
-  EXPECT_NE(error_of([&] { load(dir, "a: 1\n", {"a.b=2"}); }).find("'a' is not a mapping"), std::string::npos);
+  EXPECT_NE(test::error_message([&] { load(dir, "train: [1, 2\n"); }).find("invalid YAML"), std::string::npos);
+  EXPECT_NE(test::error_message([&] { load(dir, "- a\n- b\n"); }).find("expected a mapping"), std::string::npos);
+  EXPECT_NE(test::error_message([&] { load(dir, "a: 1\n", {"novalue"}); }).find("expected key.path=value"), std::string::npos);
+  EXPECT_NE(test::error_message([&] { load(dir, "a: 1\n", {"a.b=2"}); }).find("'a' is not a mapping"), std::string::npos);
 }
 
 TEST(YamlReader, EditDistance) {

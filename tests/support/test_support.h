@@ -2,6 +2,8 @@
 #pragma once
 #include <string>
 
+#include "mman/error.h"
+
 namespace mman::test {
 
 // A fresh folder under the system temp dir, removed with its contents on destruction.
@@ -25,6 +27,17 @@ struct CommandResult {
 };
 // Runs a shell command line and captures its output.
 CommandResult run_command(const std::string& command_line);
+
+// The message of the mman::Error that f() throws, or "" when it throws none.
+template <class F>
+std::string error_message(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // The whole content of a file ("" when it cannot be read).
 std::string read_file(const std::string& path);
