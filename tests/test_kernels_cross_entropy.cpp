@@ -1,10 +1,13 @@
 // Masked cross-entropy kernels (cuda/kernels/cross_entropy.cuh) on the CPU through the SIMT layer
 // against mman::masked_cross_entropy: single head and binary4 heads, masked rows, ragged row
-// counts, ties, extreme logits, invalid targets.
+// counts, ties, extreme logits (ties at +-1e20 and +-1e30, where log(sum) must survive), NaN
+// logits, invalid targets.
 #include <gtest/gtest.h>
 
 #include <cfloat>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -37,9 +40,12 @@ KernelRun run_kernel(const Tensor& logits, const std::vector<int32_t>& targets, 
   return run;
 }
 
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
 // Loss: both sides sum the same per-row doubles in different orders: n * DBL_EPSILON relative
 // to the sum of magnitudes. Gradient: each element is one double rounded to float; exp and log
 // may differ by a few double ulps between libraries, which moves the float by at most one ulp.
+// A NaN logit makes its row's loss and gradient NaN on both sides: NaN compares by isnan.
 void check(const Tensor& logits, const std::vector<int32_t>& targets, int heads, const std::string& what) {
   SCOPED_TRACE(what);
   Tensor ref_grad;
@@ -55,13 +61,21 @@ void check(const Tensor& logits, const std::vector<int32_t>& targets, int heads,
     EXPECT_EQ(r.labelled, ref.labelled);
     EXPECT_EQ(r.scored, ref.scored);
     EXPECT_EQ(r.correct, ref.correct);
-    EXPECT_NEAR(r.loss, ref.loss, static_cast<double>(logits.rows() + 1) * DBL_EPSILON * std::fabs(ref.loss));
+    if (std::isnan(ref.loss))
+      EXPECT_TRUE(std::isnan(r.loss)) << r.loss;
+    else
+      EXPECT_NEAR(r.loss, ref.loss, static_cast<double>(logits.rows() + 1) * DBL_EPSILON * std::fabs(ref.loss));
     for (size_t i = 0; i < run.dlogits.size(); ++i) {
       const float want = ref_grad.data()[i];
-      ASSERT_LE(std::fabs(run.dlogits[i] - want), FLT_EPSILON * std::fabs(want) + FLT_MIN) << "element " << i;
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(run.dlogits[i])) << "element " << i << ": kernel " << run.dlogits[i] << ", cpu NaN";
+        continue;
+      }
+      ASSERT_LE(std::fabs(run.dlogits[i] - want), FLT_EPSILON * std::fabs(want) + FLT_MIN)
+          << "element " << i << ": kernel " << run.dlogits[i] << ", cpu " << want;
     }
     if (!have_first) have_first = true, first_sum = r.loss_sum;
-    EXPECT_EQ(r.loss_sum, first_sum);  // every schedule: the same bits
+    EXPECT_TRUE(same_bits(r.loss_sum, first_sum));  // every schedule: the same bits
   }
 }
 
@@ -111,6 +125,58 @@ TEST(KernelsCrossEntropy, TiesExtremeLogitsAndNoLabelledRows) {
   const KernelRun run = run_kernel(logits, std::vector<int32_t>(20, -1), 1);
   EXPECT_EQ(run.result.loss, 0.0);
   for (float g : run.dlogits) EXPECT_EQ(g, 0.0f);
+}
+
+// Logits so large that a double's ulp at the maximum exceeds log(sum) (|z| > ~1e16): the loss
+// is log(sum) - (z_t - max), the probabilities exp(z - max) / sum, so ties at +-1e20 or +-1e30
+// still give log(k) and 1/k. (mx + log(sum) would round to mx: loss 0, probabilities 1.)
+TEST(KernelsCrossEntropy, HugeLogitsKeepLogSumExp) {
+  const std::vector<std::vector<float>> rows = {
+      {1e20f, 1e20f, -1e20f, 5.0f},  {-1e30f, -1e30f, -1e30f, -1e30f}, {1e30f, -1e30f, 1e30f, 1e30f},
+      {-1e20f, 1e20f, 1e20f, 1e20f}, {1e30f, 1e20f, -1e20f, 1e30f},    {-1e20f, -1e20f, -1e30f, -1e30f},
+      {3e20f, 3e20f, 3e20f, 0.0f},   {2.0f, -1e30f, -1e30f, 2.0f}};
+  const std::vector<int32_t> targets = {0, 2, 3, 1, 3, 1, 2, 0};
+  Tensor logits(static_cast<int64_t>(rows.size()), 4);
+  for (size_t r = 0; r < rows.size(); ++r) std::memcpy(logits.row(static_cast<int64_t>(r)), rows[r].data(), 16);
+  check(logits, targets, 1, "ties at huge magnitudes");
+  // Every row a tie of k maxima with the target among them: loss log(k), derived by hand.
+  const double expected = (std::log(2.0) + std::log(4.0) + std::log(3.0) + std::log(3.0) + std::log(2.0) +
+                           std::log(2.0) + std::log(3.0) + std::log(2.0)) / 8.0;
+  ScopedEmulation scope(simt::test_schedules().back());
+  const KernelRun run = run_kernel(logits, targets, 1);
+  EXPECT_NEAR(run.result.loss, expected, 16 * DBL_EPSILON);
+  // The tied target of row 1 (four ways): (1/4 - 1) / 8, within a float ulp.
+  EXPECT_NEAR(run.dlogits[4 + 2], -0.75f / 8.0f, FLT_EPSILON);
+  // Random logits of 1e20 and 1e30 with both signs, and binary heads tied at +-1e30.
+  Tensor mixed = random_logits(300, 5, 1.0, 11);
+  Rng rng(12);
+  for (int64_t i = 0; i < mixed.size(); ++i) {
+    const double u = rng.uniform();
+    mixed.data()[i] = u < 0.3 ? 1e30f : u < 0.5 ? -1e30f : u < 0.7 ? 1e20f : u < 0.8 ? -1e20f : mixed.data()[i];
+  }
+  check(mixed, random_targets(300, 5, 0.1, 13), 1, "mixed 1e20 / 1e30 logits");
+  Tensor heads(4, 8);
+  const float pattern[8] = {1e30f, 1e30f, -1e30f, -1e30f, 1e20f, -1e20f, 1e30f, 1e30f};
+  for (int64_t r = 0; r < heads.rows(); ++r) std::memcpy(heads.row(r), pattern, sizeof pattern);
+  check(heads, {0, 1, 2, 3}, 4, "binary4 heads tied at 1e30");
+}
+
+// A NaN logit poisons its row's loss (so the trainer's NaN check fires) and gradient on both
+// sides; other rows keep their gradient.
+TEST(KernelsCrossEntropy, NanLogitsGiveNanLikeTheCpu) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor logits = random_logits(40, 4, 2.0, 14);
+  logits.row(3)[0] = nan;   // NaN as the first column: the argmax's start
+  logits.row(17)[2] = nan;  // NaN elsewhere
+  logits.row(30)[1] = -nan;
+  std::vector<int32_t> targets = random_targets(40, 4, 0.0, 15);
+  check(logits, targets, 1, "NaN logits");
+  Tensor binary = random_logits(9, 8, 2.0, 16);
+  binary.row(4)[5] = nan;
+  check(binary, random_targets(9, 4, 0.0, 17), 4, "binary4 NaN logit");
+  // A masked row's NaN counts for nothing.
+  targets[3] = targets[17] = targets[30] = -1;
+  check(logits, targets, 1, "NaN logits on masked rows");
 }
 
 // An invalid target is reported with the CPU's message (the first bad row), not computed.

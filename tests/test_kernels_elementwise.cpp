@@ -1,9 +1,13 @@
 // Elementwise activation kernels (cuda/kernels/elementwise.cuh) on the CPU through the SIMT layer:
-// ReLU and the MMA standardisation's ReLU + dropout equal the CPU functions bit for bit.
+// ReLU and the MMA standardisation's ReLU + dropout equal the CPU functions bit for bit, NaN
+// (payload and sign), infinities, signed zeros and denormals included.
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -20,11 +24,27 @@ namespace {
 using simt::EmulationOptions;
 using simt::ScopedEmulation;
 
-// Random values with exact zeros and signed zeros mixed in (ReLU's boundary).
+float from_bits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Values at ReLU's edges: signed zeros, NaNs with a payload and either sign (the CPU keeps a
+// NaN as it is, bits included), infinities, denormals of both signs, the largest floats.
+std::vector<float> special_values() {
+  const float inf = std::numeric_limits<float>::infinity();
+  return {0.0f,  -0.0f, from_bits(0x7FC01234u), from_bits(0xFFC00042u), std::numeric_limits<float>::quiet_NaN(),
+          inf,   -inf,  1e-40f, -1e-40f, std::numeric_limits<float>::denorm_min(), -FLT_MAX, FLT_MAX, 1e-30f, -1e30f};
+}
+
+// Random values with the special ones mixed in at a spacing prime to the block size.
 std::vector<float> random_values(size_t n, uint64_t seed) {
   Rng rng(seed);
+  const std::vector<float> special = special_values();
   std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i) v[i] = i % 11 == 3 ? 0.0f : i % 13 == 5 ? -0.0f : static_cast<float>(rng.uniform(-3, 3));
+  for (size_t i = 0; i < n; ++i)
+    v[i] = i % 5 == 3 ? special[(i / 5 + seed) % special.size()] : static_cast<float>(rng.uniform(-3, 3));
   return v;
 }
 
@@ -90,6 +110,34 @@ TEST(KernelsElementwise, ReluDropoutEqualsReluThenDropoutOnAColumnBlock) {
         }
       }
     }
+}
+
+// Every special value as the input and as the incoming gradient of every other: NaN stays NaN
+// with its bits through the ReLU (as relu_forward keeps it, so a poisoned input reaches the
+// loss check), -0 becomes +0, and the backward passes dy only where act > 0 (NaN act: 0).
+TEST(KernelsElementwise, ReluKeepsNanAndMatchesTheCpuOnEverySpecialValue) {
+  const std::vector<float> special = special_values();
+  std::vector<float> x, dy;
+  for (float a : special)
+    for (float b : special) x.push_back(a), dy.push_back(b);
+  const long long n = static_cast<long long>(x.size());
+  std::vector<float> ref(x.size()), ref_back(x.size());
+  relu_forward(x.data(), ref.data(), n);
+  relu_backward(x.data(), dy.data(), ref_back.data(), n);
+  ASSERT_TRUE(std::isnan(ref[2 * special.size()]));  // the reference keeps NaN (row of special[2])
+  ScopedEmulation scope(simt::test_schedules().back());
+  std::vector<float> y(x.size(), 1.0f), back(x.size(), 1.0f);
+  kernels::relu_forward_launch(x.data(), y.data(), n, nullptr);
+  kernels::relu_backward_launch(x.data(), dy.data(), back.data(), n, nullptr);
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_TRUE(same_bits(&y[i], &ref[i], 1)) << "relu(" << x[i] << "): kernel " << y[i] << ", cpu " << ref[i];
+    ASSERT_TRUE(same_bits(&back[i], &ref_back[i], 1))
+        << "relu'(" << x[i] << ") dy " << dy[i] << ": kernel " << back[i] << ", cpu " << ref_back[i];
+  }
+  // In place (y aliases x), as the MMA standardisation runs it.
+  std::vector<float> inplace = x;
+  kernels::relu_forward_launch(inplace.data(), inplace.data(), n, nullptr);
+  EXPECT_TRUE(same_bits(inplace.data(), ref.data(), inplace.size()));
 }
 
 TEST(KernelsElementwise, NegativeCountsAreErrors) {

@@ -35,9 +35,12 @@ struct CrossEntropyResult {
 constexpr long long kNoBadRow = 0x7FFFFFFFFFFFFFFFLL;
 constexpr int kLossThreads = 256;
 
-// Cross-entropy of one softmax group of width n at `target`, as the CPU's group_loss: the
-// first maximum, log-sum-exp in double; g (when not null) = (softmax - onehot) * scale rounded
-// to float; *correct = (argmax == target).
+// Cross-entropy of one softmax group of width n at `target`, as the CPU's group_loss (the same
+// operations in the same order): the first maximum mx, sum = sum_j exp(z_j - mx) in double,
+// loss = log(sum) - (z_t - mx), g (when not null) = (exp(z_j - mx) / sum - onehot) * scale
+// rounded to float; *correct = (argmax == target). Offsets from the maximum come first because
+// mx + log(sum) rounds to mx once |mx| passes ~1e16 (a double's ulp there exceeds log(sum) <=
+// log(n)): ties at 1e20 would give loss 0 and probabilities 1 instead of log(k) and 1/k.
 MMAN_HOST_DEVICE double cross_entropy_group(const float* z, int n, int target, float scale, float* g, bool* correct) {
   int arg = 0;
   for (int j = 1; j < n; ++j)
@@ -45,14 +48,13 @@ MMAN_HOST_DEVICE double cross_entropy_group(const float* z, int n, int target, f
   const double mx = z[arg];
   double sum = 0.0;
   for (int j = 0; j < n; ++j) sum += exp(static_cast<double>(z[j]) - mx);
-  const double lse = mx + log(sum);
   if (g != nullptr)
     for (int j = 0; j < n; ++j) {
-      const double p = exp(static_cast<double>(z[j]) - lse);
+      const double p = exp(static_cast<double>(z[j]) - mx) / sum;
       g[j] = static_cast<float>((p - (j == target ? 1.0 : 0.0)) * scale);
     }
   *correct = arg == target;
-  return lse - static_cast<double>(z[target]);
+  return log(sum) - (static_cast<double>(z[target]) - mx);
 }
 
 // Loss (with g == nullptr: none) of one row of `cols` logits with target t >= 0; counts the

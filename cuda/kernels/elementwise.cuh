@@ -1,6 +1,8 @@
 // Elementwise activations on the GPU: ReLU forward and backward, and the MMA standardisation's
-// ReLU followed by dropout, fused (mman/layers/activation.h, dropout.h; same results bit for bit).
+// ReLU followed by dropout, fused (mman/layers/activation.h, dropout.h; same results bit for bit,
+// NaN kept as NaN).
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/kernels/common.cuh"
@@ -12,14 +14,28 @@
 
 namespace mman::kernels {
 
-// y = max(x, 0), as relu_forward (y may alias x).
+MMAN_HOST_DEVICE bool relu_is_nan(float x) {
+#if defined(__CUDA_ARCH__)
+  return isnan(x);
+#else
+  return std::isnan(x);
+#endif
+}
+
+// relu_forward's value: x when x > 0 or NaN (the NaN itself, sign and payload: a ReLU that
+// mapped NaN to 0 would hide a poisoned input or a diverged weight from the loss check), else
+// +0 (also for -0). A select, so nothing is rounded.
+MMAN_HOST_DEVICE float relu_value(float x) { return x > 0.0f || relu_is_nan(x) ? x : 0.0f; }
+
+// y = relu(x), as relu_forward (y may alias x).
 MMAN_KERNEL void relu_forward_kernel(const float* x, float* y, long long n) {
   const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
   for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    y[i] = relu_value(x[i]);
 }
 
-// dx = act > 0 ? dy : 0, as relu_backward (act: the ReLU's input or output; dx may alias dy).
+// dx = act > 0 ? dy : 0, as relu_backward (act: the ReLU's input or output; a NaN act gives 0,
+// as on the CPU; dx may alias dy).
 MMAN_KERNEL void relu_backward_kernel(const float* act, const float* dy, float* dx, long long n) {
   const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
   for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
@@ -34,7 +50,7 @@ MMAN_KERNEL void relu_dropout_forward_kernel(const float* x, float* y, DropoutVi
   for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += stride) {
     const long long r = e / v.cols, c = e % v.cols;
     const float xe = x[r * v.ldx + c];
-    const float a = xe > 0.0f ? xe : 0.0f;
+    const float a = relu_value(xe);
     y[r * v.ldy + c] = !active ? a : counter_uniform(stream, static_cast<uint64_t>(e)) < p ? 0.0f : a * keep;
   }
 }
@@ -42,7 +58,7 @@ MMAN_KERNEL void relu_dropout_forward_kernel(const float* x, float* y, DropoutVi
 // Its backward from the forward's output y (row stride v.ldx, as dy; dx has v.ldy): an element
 // with y > 0 passed the ReLU and was kept, so dx = y > 0 ? dy * keep : 0 (keep = 1 when
 // inactive) -- the CPU's dropout backward followed by relu_backward(y, ...) without drawing the
-// mask again. dx may alias dy.
+// mask again (a NaN y, from a NaN x that was kept, gives 0 there too). dx may alias dy.
 MMAN_KERNEL void relu_dropout_backward_kernel(const float* y, const float* dy, float* dx, DropoutView v, bool active,
                                               float keep) {
   const long long n = v.rows * v.cols, stride = static_cast<long long>(gridDim.x) * blockDim.x;
