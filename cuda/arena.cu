@@ -179,6 +179,15 @@ double DeviceParams::clip_grad_norm(double max_norm) {
   return result.norm;
 }
 
+double DeviceParams::grad_norm() {
+  norm_result_.reserve(sizeof(kernels::GradNormResult));
+  auto* d_result = static_cast<kernels::GradNormResult*>(norm_result_.data());
+  grad_norm_device(grads_.data(), arena_spans(*this), 0.0, norm_partial_.data(), d_result, ctx_->stream());
+  kernels::GradNormResult result;
+  ctx_->download(&result, d_result, sizeof(result));
+  return result.norm;
+}
+
 void DeviceParams::clip_grad_value(float clip_value) {
   clip_grad_value_device(grads_.data(), arena_spans(*this), clip_value, ctx_->stream());
 }

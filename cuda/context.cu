@@ -72,6 +72,16 @@ void CudaContext::copy(void* d_dst, const void* d_src, size_t bytes) const {
   MMAN_CUDA_CHECK(cudaMemcpyAsync(d_dst, d_src, bytes, cudaMemcpyDeviceToDevice, stream_));
 }
 
+void CudaContext::copy_rows(void* d_dst, size_t dst_pitch, const void* d_src, size_t src_pitch, size_t row_bytes,
+                            size_t rows) const {
+  if (rows == 0 || row_bytes == 0) return;
+  MMAN_CHECK(dst_pitch >= row_bytes && src_pitch >= row_bytes,
+             "copy_rows: rows of {} bytes do not fit pitches {} (destination) and {} (source)", row_bytes, dst_pitch,
+             src_pitch);
+  MMAN_CUDA_CHECK(
+      cudaMemcpy2DAsync(d_dst, dst_pitch, d_src, src_pitch, row_bytes, rows, cudaMemcpyDeviceToDevice, stream_));
+}
+
 void CudaContext::zero(void* d_dst, size_t bytes) const {
   if (bytes == 0) return;
   MMAN_CUDA_CHECK(cudaMemsetAsync(d_dst, 0, bytes, stream_));

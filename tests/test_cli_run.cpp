@@ -12,6 +12,7 @@
 #include <sstream>
 #include <thread>
 
+#include "mman/cuda_info.h"
 #include "support/test_support.h"
 
 namespace mman {
@@ -61,7 +62,8 @@ TEST(CliRun, RunThenEvalAndPredictAgreeWithTheReport) {
   ASSERT_EQ(test::run_command(exe() + " synth --preset iemocap --seed 0 --out " + data).exit_code, 0);
   const std::string run = dir.file("run");
   const test::CommandResult r =
-      test::run_command(exe() + " run " + smoke() + " --out " + run + " --set output.plots=false --threads 1");
+      // eval and predict run on the CPU: the run too, so their numbers are the same bits.
+      test::run_command(exe() + " run " + smoke() + " --out " + run + " --set output.plots=false --threads 1 --backend cpu");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("Table 2 layout (test):"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("Synthetic IEMOCAP-shaped data"), std::string::npos);
@@ -193,12 +195,14 @@ TEST(CliRun, BadInvocationsFailClearlyWithoutWritingARun) {
   const Case cases[] = {
       {"run " + dir.file("missing.yaml") + " --out " + run, "missing.yaml: cannot open the config file"},
       {"run " + smoke() + " --out " + run + " --set train.lr=fast", "--set train.lr=fast: train.lr: expected a number"},
-      {"run " + smoke() + " --out " + run + " --backend cuda", "backend cuda:"},
       {"run " + smoke() + " --out " + run + " --set data.file=" + dir.file("none.h5"), "none.h5"},
       {"run " + smoke() + " --out " + run + " --resume", "nothing to resume"},
       {"eval " + dir.file("none.h5") + " --data " + dir.file("none.h5"), "none.h5"},
   };
-  for (const Case& c : cases) {
+  std::vector<Case> all(std::begin(cases), std::end(cases));
+  if (!query_cuda().usable())  // with a usable GPU this is a valid run (CliRun.RunsOnTheGpu)
+    all.push_back({"run " + smoke() + " --out " + run + " --backend cuda", "backend cuda:"});
+  for (const Case& c : all) {
     const test::CommandResult r = test::run_command(exe() + " " + c.args);
     EXPECT_EQ(r.signal, 0) << c.args;
     EXPECT_NE(r.exit_code, 0) << c.args;
@@ -239,6 +243,25 @@ TEST(CliRun, CheckpointWrittenByPyTorchWithH5pyPredictsTheSame) {
         "ours = np.array([[float(r['p_' + c]) for c in ('happy', 'sad', 'neutral', 'angry')] for r in rows]); "
         "err = np.abs(ours - p).max(); print('max abs diff', err); sys.exit(0 if err < 1e-4 else 1)\"");
     EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+  }
+}
+
+// The smoke experiment end to end on the GPU: every model trains there and the report says so.
+TEST(CliRun, RunsOnTheGpu) {
+  const CudaState cuda = query_cuda();
+  if (!cuda.usable())
+    GTEST_SKIP() << "no usable CUDA device: "
+                 << (cuda.compiled ? cuda.unusable_reason : std::string("this build has no CUDA backend"));
+  test::TempDir dir;
+  const std::string run = dir.file("run");
+  const test::CommandResult r =
+      test::run_command(exe() + " run " + smoke() + " --out " + run + " --set output.plots=false --backend cuda");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json results = nlohmann::json::parse(test::read_file(run + "/results.json"));
+  EXPECT_EQ(results["backend"], "cuda");
+  for (const auto& [name, model] : results["models"].items()) {
+    const double acc = model["per_seed"]["0"]["test"]["accuracy"].get<double>();
+    EXPECT_TRUE(acc >= 0.0 && acc <= 1.0) << name;
   }
 }
 

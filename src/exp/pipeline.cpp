@@ -159,17 +159,21 @@ void make_figures(const std::string& run_dir, RunLog& log) {
 }  // namespace
 
 std::string resolve_backend(const std::string& requested, std::string* note) {
+  MMAN_CHECK(requested == "cpu" || requested == "cuda" || requested == "auto",
+             "backend '{}': expected auto, cpu or cuda", requested);
   if (requested == "cpu") return "cpu";
   const CudaState cuda = query_cuda();
   if (requested == "cuda") {
     if (!cuda.compiled) fail("backend cuda: this build has no CUDA backend (configure with -DMMAN_CUDA=ON where nvcc is installed)");
     if (!cuda.usable()) fail("backend cuda: no usable CUDA device: {}", cuda.unusable_reason);
-    fail("backend cuda: training on the GPU is not implemented in this version yet; use backend: cpu");
+    return "cuda";
+  }
+  if (cuda.usable()) {
+    if (note != nullptr) *note = fmt::format("backend auto: training on the GPU ({})", cuda.devices.front().name);
+    return "cuda";
   }
   if (note != nullptr) {
-    if (cuda.usable())
-      *note = "backend auto: a CUDA device is usable, but GPU training is not implemented yet; running on the CPU";
-    else if (cuda.compiled)
+    if (cuda.compiled)
       *note = fmt::format("backend auto: no usable CUDA device ({}); running on the CPU", cuda.unusable_reason);
     else
       *note = "backend auto: built without CUDA; running on the CPU";
@@ -323,7 +327,7 @@ int run_experiment(const RunOptions& opt) {
       for (const std::string& name : stage.models) {
         const ModelEntry& entry = *cfg.find_model(name);
         const TrainConfig tc = train_config_of(entry.train, seed);
-        std::shared_ptr<Model> model = make_model(entry.model, shape);
+        std::shared_ptr<Model> model = make_model(entry.model, shape, backend);
         init_model(*model, static_cast<uint64_t>(seed));
         progress = std::make_unique<Progress>(fmt::format("seed {} {} {}", seed, stage.name, name), tc.max_epochs);
 

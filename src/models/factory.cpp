@@ -9,6 +9,10 @@
 #include "mman/models/network.h"
 #include "src/models/networks.h"
 
+#ifdef MMAN_WITH_CUDA
+#include "mman/cuda/model.h"
+#endif
+
 namespace mman {
 
 namespace {
@@ -40,7 +44,8 @@ void check_shape(const DataShape& shape) {
              shape.num_outputs);
 }
 
-// Resolves the config's modality names against the data, with clear messages.
+}  // namespace
+
 ModalityInputs modality_inputs(const ModelConfig& c, const DataShape& shape, const std::string& who) {
   ModalityInputs in;
   std::set<std::string> seen;
@@ -56,6 +61,8 @@ ModalityInputs modality_inputs(const ModelConfig& c, const DataShape& shape, con
   }
   return in;
 }
+
+namespace {
 
 // A Model is one Network on the model's own parameter store, built at slot 0.
 class NetworkModel : public Model {
@@ -155,6 +162,20 @@ std::unique_ptr<Network> make_network(const ModelConfig& c, const DataShape& sha
 
 std::unique_ptr<Model> make_model(const ModelConfig& config, const DataShape& shape) {
   return std::make_unique<NetworkModel>(resolved_config(config), shape);
+}
+
+std::unique_ptr<Model> Model::make_like(const ModelConfig& config, const DataShape& shape) const {
+  return make_model(config, shape);
+}
+
+std::unique_ptr<Model> make_model(const ModelConfig& config, const DataShape& shape, const std::string& backend) {
+  if (backend == "cpu") return make_model(config, shape);
+  MMAN_CHECK(backend == "cuda", "unknown backend '{}' (expected cpu or cuda)", backend);
+#ifdef MMAN_WITH_CUDA
+  return cuda::make_cuda_model(config, shape, cuda::shared_context());
+#else
+  fail("backend cuda: this build has no CUDA backend (configure with -DMMAN_CUDA=ON where nvcc is installed)");
+#endif
 }
 
 std::vector<std::string> model_types() { return kModelTypes; }

@@ -16,6 +16,10 @@ struct ModalityInputs {
   std::vector<int> dims;
 };
 
+// Resolves a config's modality names against the data (names, positions, widths); throws
+// mman::Error naming `who` for a modality listed twice or one the data lacks.
+ModalityInputs modality_inputs(const ModelConfig& c, const DataShape& shape, const std::string& who);
+
 // Checks that the batch carries every feature matrix a network reads, with the widths
 // it was built for and one row per packed utterance.
 void check_batch_inputs(const Batch& batch, const ModalityInputs& in, const std::string& who);

@@ -11,6 +11,7 @@
 #include "mman/error.h"
 #include "mman/layers/activation.h"
 #include "mman/layers/loss.h"
+#include "mman/models/device_training.h"
 #include "mman/nvtx.h"
 #include "mman/rng.h"
 #include "mman/threads.h"
@@ -43,7 +44,7 @@ class Phase {
   Phase(Model& model, const Dataset& ds, const LabelProtocol& protocol, const SplitIndices& splits,
         const TrainConfig& config, const TrainHooks& hooks)
       : model_(model), ds_(ds), protocol_(protocol), splits_(splits), config_(config), hooks_(hooks),
-        name_(name_of(model)), adam_(model.params(), config.adam()) {
+        name_(name_of(model)), adam_(model.params(), config.adam()), dev_(model.device_training()) {
     check_config(config, name_);
     MMAN_CHECK(!splits.train.empty(), "training {}: the train split has no conversations", name_);
     if (hooks.state_path) path_ = hooks.state_path(name_);
@@ -54,13 +55,19 @@ class Phase {
   TrainResult run() {
     if (config_.threads > 0) set_num_threads(config_.threads);
     if (hooks_.resume && !path_.empty() && std::filesystem::exists(path_)) load_state();
+    // A model on a GPU holds its parameters there from here until end_training(); the guard
+    // brings them back to the host when training stops with an error (e.g. a diverged loss).
+    DeviceSession session(dev_, adam_.state());
+    bool interrupted = false;
     while (!state_.finished) {
       if (!run_epoch()) {
         save_state();
-        return result(true);
+        interrupted = true;
+        break;
       }
     }
-    return result(false);
+    session.end();
+    return result(interrupted);
   }
 
  private:
@@ -78,7 +85,12 @@ class Phase {
 
   void save_state() {
     if (path_.empty()) return;
-    state_.adam = adam_.state();
+    if (dev_ != nullptr) {
+      dev_->download_values();
+      state_.adam = dev_->adam_state();
+    } else {
+      state_.adam = adam_.state();
+    }
     CheckpointMeta meta;
     meta.model_type = model_.config().type;
     meta.model_name = name_;
@@ -114,30 +126,14 @@ class Phase {
       make_batch(ds_, protocol_, plan[b], batch_);
       state_.batch = static_cast<int64_t>(b) + 1;
       if (batch_.num_labelled == 0) continue;  // nothing to learn from; no step
-      params.zero_grads();
-      const Tensor& logits = model_.forward(batch_, Mode::Train, DropoutKey{config_.seed, static_cast<uint64_t>(state_.global_step)});
-      const LossResult loss = masked_cross_entropy(logits, batch_.targets.data(), protocol_.heads, &dlogits_);
-      if (!std::isfinite(loss.loss)) diverged("the loss is", loss.loss, epoch, b + 1);
-      model_.backward(batch_, dlogits_);
-      // A non-finite gradient would make every parameter NaN in one Adam step (and the
-      // clamp of clip_value would hide NaN as -clip_value): stop before the step. With
-      // norm clipping alone, its norm (of the raw gradients, in double) is the check.
-      const bool clamp = config_.clip_value > 0;
-      if (clamp || config_.clip_norm <= 0) {
-        const double norm = grad_norm(params);
-        if (!std::isfinite(norm)) diverged("the gradient norm is", norm, epoch, b + 1);
-      }
-      if (clamp) clip_grad_value(params, static_cast<float>(config_.clip_value));
-      if (config_.clip_norm > 0) {
-        const double norm = clip_grad_norm(params, config_.clip_norm);
-        if (!std::isfinite(norm)) diverged("the gradient norm is", norm, epoch, b + 1);
-      }
-      adam_.step(params);
+      const DropoutKey key{config_.seed, static_cast<uint64_t>(state_.global_step)};
+      const LossResult loss = dev_ != nullptr ? device_step(key, epoch, b + 1) : host_step(key, epoch, b + 1);
       ++state_.global_step;
       state_.partial_loss_sum += loss.loss * static_cast<double>(loss.scored);
       state_.partial_scored += loss.scored;
       state_.partial_correct += loss.correct;
     }
+    if (dev_ != nullptr) dev_->download_values();  // model selection, the epoch hook and the state read them
 
     EpochRecord rec;
     rec.epoch = epoch;
@@ -177,10 +173,80 @@ class Phase {
       state_.stopped_early = patience_out && epoch < config_.max_epochs;
       state_.finished = true;
       params.values() = state_.best_values;  // restore the best epoch
+      if (dev_ != nullptr) dev_->upload_values();
     }
     save_state();
     return true;
   }
+
+  // One optimiser step on the CPU: forward, loss, backward, checks, clipping, Adam.
+  LossResult host_step(const DropoutKey& key, int epoch, size_t batch) {
+    ParamStore& params = model_.params();
+    params.zero_grads();
+    const Tensor& logits = model_.forward(batch_, Mode::Train, key);
+    const LossResult loss = masked_cross_entropy(logits, batch_.targets.data(), protocol_.heads, &dlogits_);
+    if (!std::isfinite(loss.loss)) diverged("the loss is", loss.loss, epoch, batch);
+    model_.backward(batch_, dlogits_);
+    // A non-finite gradient would make every parameter NaN in one Adam step (and the
+    // clamp of clip_value would hide NaN as -clip_value): stop before the step. With
+    // norm clipping alone, its norm (of the raw gradients, in double) is the check.
+    const bool clamp = config_.clip_value > 0;
+    if (clamp || config_.clip_norm <= 0) {
+      const double norm = grad_norm(params);
+      if (!std::isfinite(norm)) diverged("the gradient norm is", norm, epoch, batch);
+    }
+    if (clamp) clip_grad_value(params, static_cast<float>(config_.clip_value));
+    if (config_.clip_norm > 0) {
+      const double norm = clip_grad_norm(params, config_.clip_norm);
+      if (!std::isfinite(norm)) diverged("the gradient norm is", norm, epoch, batch);
+    }
+    adam_.step(params);
+    return loss;
+  }
+
+  // The same step on the model's device (DeviceTraining): the same checks in the same order;
+  // only the loss and the norms come back to the host.
+  LossResult device_step(const DropoutKey& key, int epoch, size_t batch) {
+    const LossResult loss = dev_->forward_backward(batch_, key, protocol_.heads);
+    if (!std::isfinite(loss.loss)) diverged("the loss is", loss.loss, epoch, batch);
+    const bool clamp = config_.clip_value > 0;
+    if (clamp || config_.clip_norm <= 0) {
+      const double norm = dev_->grad_norm();
+      if (!std::isfinite(norm)) diverged("the gradient norm is", norm, epoch, batch);
+    }
+    if (clamp) dev_->clip_grad_value(static_cast<float>(config_.clip_value));
+    if (config_.clip_norm > 0) {
+      const double norm = dev_->clip_grad_norm(config_.clip_norm);
+      if (!std::isfinite(norm)) diverged("the gradient norm is", norm, epoch, batch);
+    }
+    dev_->adam_step(config_.adam());
+    return loss;
+  }
+
+  // begin_training() .. end_training() of a device model, ended on every way out of run().
+  class DeviceSession {
+   public:
+    DeviceSession(DeviceTraining* dev, const AdamState& adam) : dev_(dev) {
+      if (dev_ != nullptr) dev_->begin_training(adam);
+    }
+    void end() {
+      if (dev_ != nullptr) dev_->end_training();
+      dev_ = nullptr;
+    }
+    ~DeviceSession() {
+      // Leaving by an exception: bring the parameters back if the device still answers; the
+      // exception already in flight is the one to report.
+      if (dev_ != nullptr) try {
+          dev_->end_training();
+        } catch (...) {
+        }
+    }
+    DeviceSession(const DeviceSession&) = delete;
+    DeviceSession& operator=(const DeviceSession&) = delete;
+
+   private:
+    DeviceTraining* dev_;
+  };
 
   // Stops training on a NaN or Inf before it reaches the parameters. The state file keeps
   // the last completed epoch (saved when it ended), so nothing good is lost.
@@ -227,6 +293,7 @@ class Phase {
   std::string name_;
   std::string path_;
   Adam adam_;
+  DeviceTraining* dev_;  // the model's device interface, or null on the CPU
   TrainState state_;
   Batch batch_;
   Tensor dlogits_;
@@ -326,7 +393,7 @@ StagedResult train_staged(Model& model, const Dataset& ds, const LabelProtocol& 
       if (cache != nullptr && cache->count(name)) {
         trained = cache->at(name);
       } else {
-        trained.model = std::shared_ptr<Model>(make_model(sub_config, shape));
+        trained.model = std::shared_ptr<Model>(model.make_like(sub_config, shape));
         init_model(*trained.model, config.seed);
         trained.result = train_model(*trained.model, ds, protocol, splits, config, hooks);
         if (trained.result.interrupted) {

@@ -85,6 +85,8 @@ class DeviceParams {
   // mman::clip_grad_norm / clip_grad_value on the device. clip_grad_norm returns the norm
   // before clipping, which costs one synchronisation (the clipping itself does not wait).
   double clip_grad_norm(double max_norm);
+  // The L2 norm of the trainable gradients (in double) without clipping; one synchronisation.
+  double grad_norm();
   void clip_grad_value(float clip_value);
 
  private:

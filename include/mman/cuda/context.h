@@ -46,6 +46,11 @@ class CudaContext {
   void download(void* dst, const void* d_src, size_t bytes) const;
   // Device -> device copy queued on the stream.
   void copy(void* d_dst, const void* d_src, size_t bytes) const;
+  // Device -> device copy of `rows` rows of `row_bytes` bytes each, with row pitches (in
+  // bytes) `dst_pitch` and `src_pitch`: a column block of one matrix into another (early
+  // fusion's concatenation, the late-fusion probabilities). Queued on the stream.
+  void copy_rows(void* d_dst, size_t dst_pitch, const void* d_src, size_t src_pitch, size_t row_bytes,
+                 size_t rows) const;
   // Sets `bytes` bytes to zero, queued on the stream.
   void zero(void* d_dst, size_t bytes) const;
 

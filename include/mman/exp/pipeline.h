@@ -38,8 +38,9 @@ struct ExperimentData {
 };
 ExperimentData load_experiment_data(const DataSettings& data);
 
-// "cpu" for auto/cpu; throws for cuda with the reason (not compiled in, no usable
-// device, or no GPU training backend yet). `note` explains an automatic choice.
+// The backend a run uses: "cpu" or "cuda". `cuda` throws when the build has no CUDA backend or
+// no device is usable (with the runtime's reason); `auto` takes the GPU when one is usable and
+// the CPU otherwise, and `note` says which and why.
 std::string resolve_backend(const std::string& requested, std::string* note);
 
 }  // namespace mman

@@ -13,6 +13,8 @@
 
 namespace mman {
 
+class DeviceTraining;  // mman/models/device_training.h
+
 enum class MmaScore { ScaledDot, Cosine };
 enum class MmaSkip { Residual, Concat };
 
@@ -67,6 +69,15 @@ class Model {
   // under "subnets.<name>." and are trained in stage 1.
   virtual std::vector<ModelConfig> subnet_configs() const { return {}; }
 
+  // Where the model computes: "cpu" or "cuda".
+  virtual std::string backend() const { return "cpu"; }
+  // A new model of another config on this model's backend (and device): how train_staged
+  // builds the sub-networks of a composite.
+  virtual std::unique_ptr<Model> make_like(const ModelConfig& config, const DataShape& shape) const;
+  // Models whose parameters live on an accelerator while they train (the CUDA backend): the
+  // trainer's interface to them. CPU models: nullptr.
+  virtual DeviceTraining* device_training() { return nullptr; }
+
  protected:
   Model(ModelConfig config) : config_(std::move(config)) {}
   ModelConfig config_;
@@ -76,6 +87,10 @@ class Model {
 // The one factory keyed by type (STYLE practice 9). Throws mman::Error for an unknown
 // type or a modality the data does not have.
 std::unique_ptr<Model> make_model(const ModelConfig& config, const DataShape& shape);
+// The same on a backend: "cpu", or "cuda" (the process's shared context on device 0; throws
+// mman::Error "no usable CUDA device: <reason>" without one, or when the build has no CUDA
+// backend).
+std::unique_ptr<Model> make_model(const ModelConfig& config, const DataShape& shape, const std::string& backend);
 std::vector<std::string> model_types();
 
 }  // namespace mman
