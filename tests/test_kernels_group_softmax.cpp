@@ -13,6 +13,13 @@
 #include "mman/rng.h"
 #include "mman/simt/simt.h"
 
+#ifdef MMAN_WITH_CUDA
+#include "cuda/softmax.cuh"
+#include "mman/cuda/buffer.h"
+#include "mman/cuda/context.h"
+#include "mman/cuda_info.h"
+#endif
+
 namespace mman {
 namespace {
 
@@ -93,6 +100,45 @@ TEST(KernelsGroupSoftmax, RejectsShapesThatDoNotSplitIntoGroups) {
         << e.what();
   }
 }
+
+#ifdef MMAN_WITH_CUDA
+// The same launchers natively on a GPU (skipped without one): equal to the CPU functions within
+// a few ulps (the device's expf is not the host's).
+TEST(KernelsGroupSoftmax, NativeLaunchersMatchTheCpuFunctions) {
+  const CudaState state = query_cuda();
+  if (!state.usable()) GTEST_SKIP() << "no usable CUDA device: " << state.unusable_reason;
+  cuda::CudaContext ctx(0);
+  const long long rows = 301, ldx = 8, ldy = 25, col0 = 8;
+  const int cols = 8;
+  for (int group : {8, 2}) {
+    const std::vector<float> x = random_values(static_cast<size_t>(rows * ldx), 21, 5.0);
+    const std::vector<float> dy = random_values(static_cast<size_t>(rows * ldy), 22, 1.0);
+    std::vector<float> ref(static_cast<size_t>(rows * ldy), 0.0f), ref_dx(ref.size(), 0.0f);
+    softmax_forward(x.data(), ldx, rows, cols, group, ref.data() + col0, ldy);
+    softmax_backward(ref.data() + col0, ldy, dy.data() + col0, ldy, rows, cols, group, ref_dx.data() + col0, ldy);
+    cuda::DeviceArray<float> dx_in(x.size()), d_y(ref.size()), d_dy(dy.size()), d_dx(ref.size());
+    ctx.upload(dx_in.data(), x.data(), x.size() * sizeof(float));
+    ctx.upload(d_dy.data(), dy.data(), dy.size() * sizeof(float));
+    ctx.zero(d_y.data(), d_y.bytes());
+    ctx.zero(d_dx.data(), d_dx.bytes());
+    cuda::group_softmax_forward_device(dx_in.data(), d_y.data() + col0,
+                                       kernels::group_softmax_shape(rows, cols, group, ldx, ldy, "test"), ctx.stream());
+    cuda::group_softmax_backward_device(d_y.data() + col0, d_dy.data() + col0, d_dx.data() + col0,
+                                        kernels::group_softmax_shape(rows, cols, group, ldy, ldy, "test"),
+                                        ctx.stream());
+    std::vector<float> y(ref.size()), dx(ref.size());
+    ctx.download(y.data(), d_y.data(), d_y.bytes());
+    ctx.download(dx.data(), d_dx.data(), d_dx.bytes());
+    // exp within 2 ulp, the sum of `group` terms and one reciprocal: (group + 4) ulp relative;
+    // the backward's dot product adds `group` more.
+    const double u = 1.0 / (1 << 23);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_NEAR(y[i], ref[i], (group + 4) * u * std::fabs(ref[i]) + 1e-30) << i;
+      ASSERT_NEAR(dx[i], ref_dx[i], (2 * group + 8) * u * (std::fabs(dy[i]) + 1.0)) << i;
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace mman

@@ -63,10 +63,12 @@ void MmaDevice::forward(cuda::CudaContext& ctx, const cuda::DeviceParams& params
   c.xhat.resize(n);
   c.alpha.resize(static_cast<size_t>(rows) * mc * mc);
   c.out.resize(static_cast<size_t>(rows) * output_dim());
-  const bool keep = mode == Mode::Train || !fused();  // q, k, v: for the backward, or the unfused attention
-  c.q.resize(keep ? n : 0);
-  c.k.resize(keep ? n : 0);
-  c.v.resize(keep ? n : 0);
+  // q, k, v are kept in both modes, as the CPU layer keeps them: a backward may follow an
+  // evaluation-mode forward (Model's contract), and the unfused attention reads them anyway.
+  // Evaluation could skip the 3 * 4 d bytes per row of stores; not worth a second contract.
+  c.q.resize(n);
+  c.k.resize(n);
+  c.v.resize(n);
   if (rows == 0) return;
   cudaStream_t stream = ctx.stream();
   for (int m = 0; m < mc; ++m) {
@@ -85,8 +87,8 @@ void MmaDevice::forward(cuda::CudaContext& ctx, const cuda::DeviceParams& params
         w.w[which][m] = params.value(proj_w_[which][m]);
         w.b[which][m] = params.value(proj_b_[which][m]);
       }
-    cuda::mma_fused_forward_device(c.xhat.data(), w, s, keep ? c.q.data() : nullptr, keep ? c.k.data() : nullptr,
-                                   keep ? c.v.data() : nullptr, c.alpha.data(), c.out.data(), stream);
+    cuda::mma_fused_forward_device(c.xhat.data(), w, s, c.q.data(), c.k.data(), c.v.data(), c.alpha.data(),
+                                   c.out.data(), stream);
     return;
   }
   float* proj[3] = {c.q.data(), c.k.data(), c.v.data()};
@@ -104,10 +106,8 @@ void MmaDevice::backward(cuda::CudaContext& ctx, cuda::DeviceParams& params, int
                          const float* d_dout, MmaDeviceContext& c) const {
   MMAN_NVTX_RANGE("mma.backward");
   const size_t kept = static_cast<size_t>(rows) * modalities() * config_.d_model;
-  MMAN_CHECK(c.rows == rows && c.q.size() == kept,
-             "GPU MMA: backward on {} rows needs a forward of the same rows that kept q, k, v (the last forward: {} "
-             "rows, {} mode)",
-             rows, c.rows, c.mode == Mode::Train ? "training" : "evaluation");
+  MMAN_CHECK(c.rows == rows && c.q.size() == kept, "GPU MMA: backward on {} rows after a forward of {} rows", rows,
+             c.rows);
   if (rows == 0) return;
   const int mc = modalities(), d = config_.d_model, md = mc * d;
   const size_t n = static_cast<size_t>(rows) * md;

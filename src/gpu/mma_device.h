@@ -18,7 +18,7 @@ namespace mman::gpu {
 // quantity is one [rows x M d] matrix with modality m in columns [m d, (m + 1) d).
 struct MmaDeviceContext {
   cuda::DeviceArray<float> xhat;     // dropout(ReLU(W_m x_m + b_m))
-  cuda::DeviceArray<float> q, k, v;  // projections (training, or the unfused path)
+  cuda::DeviceArray<float> q, k, v;  // projections, kept for the backward
   cuda::DeviceArray<float> alpha;    // [rows x M M]
   cuda::DeviceArray<float> out;      // [rows x output_dim()]
   cuda::DeviceArray<float> dxhat, dq, dk, dv;  // backward scratch
