@@ -14,6 +14,8 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <string>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include <cblas.h>
@@ -32,6 +34,16 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// CPU time of the whole process (every thread), seconds: unlike wall time it barely
+// changes when other programs compete for the cores, so it compares code versions on a
+// loaded machine.
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 double peak_rss_mib() {
   rusage u{};
@@ -180,7 +192,16 @@ int main(int argc, char** argv) {
     const int cold = composite ? 1 : 0;
     tc.max_epochs = warmup + cold + epochs;
     tc.patience = 0;
-    const mman::TrainResult r = mman::train_model(*model, ds, protocol, splits, tc);
+    // CPU time per epoch (from the epoch hook: the first one also counts the trainer's setup).
+    std::vector<double> epoch_cpu;
+    double cpu_mark = process_cpu_seconds();
+    mman::TrainHooks hooks;
+    hooks.on_epoch = [&](const std::string&, const mman::EpochRecord&, int) {
+      const double now = process_cpu_seconds();
+      epoch_cpu.push_back(now - cpu_mark);
+      cpu_mark = now;
+    };
+    const mman::TrainResult r = mman::train_model(*model, ds, protocol, splits, tc, hooks);
     auto mean_seconds = [&](int from, int to) {
       double sum = 0;
       for (int e = from; e < to; ++e) sum += r.history[static_cast<size_t>(e)].seconds;
@@ -207,7 +228,16 @@ int main(int argc, char** argv) {
                      {"train_gflops", work / epoch_seconds / 1e9},
                      {"eval_utterances_per_second", static_cast<double>(ev.utterances.size()) / eval_seconds},
                      {"peak_rss_mib", peak_rss_mib()}};
-    if (composite) j["epoch_seconds_warm"] = mean_seconds(warmup + 1, total);
+    auto mean_cpu = [&](int from, int to) {
+      double sum = 0;
+      for (int e = from; e < to; ++e) sum += epoch_cpu[static_cast<size_t>(e)];
+      return sum / std::max(1, to - from);
+    };
+    j["epoch_cpu_seconds"] = mean_cpu(warmup, warmup + (composite ? 1 : epochs));
+    if (composite) {
+      j["epoch_seconds_warm"] = mean_seconds(warmup + 1, total);
+      j["epoch_cpu_seconds_warm"] = mean_cpu(warmup + 1, total);
+    }
     std::printf("%s\n", j.dump().c_str());
   } catch (const mman::Error& e) {
     std::fprintf(stderr, "mman_bench: error: %s\n", e.what());

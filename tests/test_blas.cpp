@@ -96,6 +96,24 @@ TEST(PackedGemm, GenericVariantAndTransposedPackingAgreeWithTheReference) {
   EXPECT_FALSE(detail::gemm_packed_variant("sse9", 1, nullptr, 1, false, {}, nullptr, 1, false));
 }
 
+// Packing is data movement: B packed from B^T (the vectorised 8 x 8 transposes and their
+// scalar edges) is the same floats, bit for bit, as B packed row by row, padding
+// included; every k % 8, n % 8 and n % 32 case, and a row stride wider than k.
+TEST(PackedGemm, TransposedPackingGivesTheSameBitsAsPlainPacking) {
+  for (int k : {1, 7, 8, 9, 16, 300, 301})
+    for (int n : {1, 5, 8, 13, 32, 33, 40, 71, 1200}) {
+      const int ld = k + 3;  // B^T stored [n x ld]
+      const auto bt = random_vector(static_cast<size_t>(n) * ld, 11);
+      std::vector<float> b(static_cast<size_t>(k) * n);
+      for (int kk = 0; kk < k; ++kk)
+        for (int j = 0; j < n; ++j) b[static_cast<size_t>(kk) * n + j] = bt[static_cast<size_t>(j) * ld + kk];
+      std::vector<float> from_t(detail::packed_size(k, n), -1.0f), from_b(detail::packed_size(k, n), -2.0f);
+      detail::pack_b(bt.data(), ld, true, k, n, from_t);
+      detail::pack_b(b.data(), n, false, k, n, from_b);
+      ASSERT_EQ(0, std::memcmp(from_t.data(), from_b.data(), from_t.size() * sizeof(float))) << "k " << k << " n " << n;
+    }
+}
+
 // gemm() against double precision for every transposition and the alpha/beta cases, on
 // one and two threads (large enough to be split).
 TEST(Gemm, AgreesWithDoublePrecisionForEveryLayoutAndThreadCount) {

@@ -227,6 +227,53 @@ MMAN_AVX2 void panel_avx2(int r0, int r1, int kc, const float* a, int lda, const
   }
 }
 
+// Transposed packing, 8 x 8 blocks at a time: panel rows kk..kk+7, columns j..j+7 are
+// src rows j..j+7, columns kk..kk+7 (two unpack stages and a 128-bit lane exchange).
+// Pure data movement, so the same bits as the scalar loop; about 3x its speed, which
+// matters because every forward pass packs W_ih^T and W_hh^T of each LSTM layer.
+MMAN_AVX2 inline void transpose8x8(const float* s, long ld, float* d) {
+  const __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ld), r2 = _mm256_loadu_ps(s + 2 * ld),
+               r3 = _mm256_loadu_ps(s + 3 * ld), r4 = _mm256_loadu_ps(s + 4 * ld),
+               r5 = _mm256_loadu_ps(s + 5 * ld), r6 = _mm256_loadu_ps(s + 6 * ld),
+               r7 = _mm256_loadu_ps(s + 7 * ld);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+               t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+               t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+               u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+               u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+               u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(d + 0 * kP, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(d + 1 * kP, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(d + 2 * kP, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(d + 3 * kP, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(d + 4 * kP, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(d + 5 * kP, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(d + 6 * kP, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(d + 7 * kP, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+// One transposed panel (columns j0 .. j0+cols-1 of B, i.e. src rows), zero-padded to kP.
+MMAN_AVX2 void pack_panel_transposed_avx2(const float* src, long ld, int k, int j0, int cols, float* panel) {
+  const int k8 = k / 8 * 8, c8 = cols / 8 * 8;
+  for (int kk = 0; kk < k8; kk += 8)
+    for (int j = 0; j < c8; j += 8) transpose8x8(src + (j0 + j) * ld + kk, ld, panel + static_cast<long>(kk) * kP + j);
+  for (int j = 0; j < c8; ++j)  // the last k % 8 rows of the panel
+    for (int kk = k8; kk < k; ++kk) panel[static_cast<long>(kk) * kP + j] = src[(j0 + j) * ld + kk];
+  for (int j = c8; j < cols; ++j)  // the last cols % 8 columns
+    for (int kk = 0; kk < k; ++kk) panel[static_cast<long>(kk) * kP + j] = src[(j0 + j) * ld + kk];
+  if (cols < kP)
+    for (int kk = 0; kk < k; ++kk) std::fill(panel + static_cast<long>(kk) * kP + cols, panel + (kk + 1L) * kP, 0.0f);
+}
+
+bool have_avx2() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return yes;
+}
+
 #endif  // MMAN_PACKED_X86
 
 // One panel's contribution to rows [r0, r1) of C over one chunk of k.
@@ -322,6 +369,12 @@ void pack_panels(const float* src, int ld, bool transposed, int k, int n, int p0
   for (int p = p0; p < p1; ++p) {
     float* panel = dst + static_cast<size_t>(p) * k * kP;
     const int j0 = p * kP, cols = std::min(kP, n - j0);
+#ifdef MMAN_PACKED_X86
+    if (transposed && have_avx2()) {
+      pack_panel_transposed_avx2(src, ld, k, j0, cols, panel);
+      continue;
+    }
+#endif
     if (transposed) {
       // B[kk][j] = src[j][kk]: walk src rows (contiguous reads), scatter into the panel.
       if (cols < kP)
