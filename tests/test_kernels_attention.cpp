@@ -54,11 +54,13 @@ struct Case {
   Mode mode;
   int64_t rows;
   int d;
+  float qk_scale = 1.0f;  // Q and K weights and biases multiplied by this (huge queries and keys)
 };
 std::string describe(const Case& c) {
   return std::to_string(c.modalities) + " modalities, " + (c.score == MmaScore::Cosine ? "cosine" : "scaled_dot") +
          "/" + (c.skip == MmaSkip::Concat ? "concat" : "residual") + "/" + (c.mode == Mode::Train ? "train" : "eval") +
-         ", rows " + std::to_string(c.rows) + ", d " + std::to_string(c.d);
+         ", rows " + std::to_string(c.rows) + ", d " + std::to_string(c.d) +
+         (c.qk_scale != 1.0f ? ", q and k scaled by " + std::to_string(c.qk_scale) : std::string());
 }
 
 void run_case(const Case& c, const std::vector<EmulationOptions>& schedules) {
@@ -77,6 +79,10 @@ void run_case(const Case& c, const std::vector<EmulationOptions>& schedules) {
   Mma mma(ps, "m.", cfg, kSlotBase);
   Rng rng(31 + static_cast<uint64_t>(rows) + static_cast<uint64_t>(mc) * 1000);
   mma.init(ps, rng);
+  if (c.qk_scale != 1.0f)
+    for (const ParamInfo& info : ps.infos())
+      if (info.name.rfind("m.q.", 0) == 0 || info.name.rfind("m.k.", 0) == 0)
+        for (size_t i = 0; i < info.size; ++i) ps.values()[info.offset + i] *= c.qk_scale;
   std::vector<Tensor> x;
   std::vector<const float*> ptrs;
   for (int dim : cfg.dims) {
@@ -179,6 +185,18 @@ TEST(KernelsAttention, UnfusedHandlesOtherModalityCountsAndWidths) {
   run_case({5, MmaScore::Cosine, MmaSkip::Concat, Mode::Train, 9, 31}, one);
   run_case({3, MmaScore::ScaledDot, MmaSkip::Residual, Mode::Train, 1, 150}, one);
   run_case({3, MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 9, 200}, one);
+}
+
+// Queries and keys with elements of ~1e19: q.k and |q|^2 overflow float (1e38 per term) but not
+// the double in which mman::Mma forms scores and norms (and the cosine backward). The kernels
+// accumulate those in double too, so everything stays finite and equal to the CPU; with float
+// accumulation the scores were Inf - Inf = NaN.
+TEST(KernelsAttention, HugeQueriesAndKeysStayFiniteLikeTheCpu) {
+  const std::vector<EmulationOptions> one = {simt::test_schedules().back()};
+  for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine}) {
+    run_case({3, score, MmaSkip::Residual, Mode::Train, 9, 45, 2e19f}, one);
+    run_case({2, score, MmaSkip::Concat, Mode::Train, 9, 150, 2e19f}, one);
+  }
 }
 
 TEST(KernelsAttention, ZeroRowsLaunchNothing) {

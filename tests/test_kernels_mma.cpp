@@ -215,15 +215,18 @@ void check_against_cpu(const Case& setup, CpuRun& cpu, const KernelRun& k) {
 
 // Every schedule gives the same bits (no float atomics, fixed reduction orders); the first is
 // compared with the CPU layer.
-void run_setup(const Case& setup, const std::vector<EmulationOptions>& schedules) {
+void run_setup(const Case& setup, const std::vector<EmulationOptions>& schedules,
+               const std::function<void(ParamStore&)>& tweak = {}) {
   SCOPED_TRACE(describe(setup));
-  CpuRun cpu(setup, 1000 + static_cast<uint64_t>(setup.rows) * 7 + static_cast<uint64_t>(setup.d));
+  CpuRun cpu(setup, 1000 + static_cast<uint64_t>(setup.rows) * 7 + static_cast<uint64_t>(setup.d), tweak);
   const bool backward = setup.mode == Mode::Train;
   KernelRun first;
   for (size_t i = 0; i < schedules.size(); ++i) {
     SCOPED_TRACE(simt::describe(schedules[i]));
     ScopedEmulation scope(schedules[i]);
     KernelRun k = run_kernels(cpu, backward);
+    for (const auto* v : {&k.out, &k.alpha, &k.dq, &k.dk, &k.dv, &k.dxhat})
+      for (size_t e = 0; e < v->size(); ++e) ASSERT_TRUE(std::isfinite((*v)[e])) << "element " << e;
     if (i == 0) {
       check_against_cpu(setup, cpu, k);
       first = std::move(k);
@@ -280,6 +283,23 @@ TEST(KernelsMma, CosineWithAZeroQueryStaysFinite) {
   for (int64_t r = 0; r < setup.rows; ++r)
     for (int n = 0; n < 3; ++n) EXPECT_FLOAT_EQ(k.alpha[static_cast<size_t>(r * 9 + 6 + n)], 1.0f / 3.0f);
   check_against_cpu(setup, cpu, k);
+}
+
+// Queries and keys with elements of ~1e19: q.k and |q|^2 overflow float (1e38 per term) but not
+// the double in which mman::Mma forms scores and norms (and the cosine backward). The fused
+// kernels accumulate those in double too, so everything stays finite and equal to the CPU; with
+// float accumulation the scores were Inf - Inf = NaN (scaled) or Inf / Inf (cosine).
+TEST(KernelsMma, HugeQueriesAndKeysStayFiniteLikeTheCpu) {
+  const auto scale_qk = [](ParamStore& ps) {
+    for (const ParamInfo& info : ps.infos())
+      if (info.name.rfind("mma.q.", 0) == 0 || info.name.rfind("mma.k.", 0) == 0)
+        for (size_t i = 0; i < info.size; ++i) ps.values()[info.offset + i] *= 2e19f;
+  };
+  const std::vector<EmulationOptions> one = {simt::test_schedules().back()};
+  for (MmaScore score : kScores) {
+    run_setup({score, MmaSkip::Residual, Mode::Train, 19, 37}, one, scale_qk);
+    run_setup({score, MmaSkip::Concat, Mode::Train, 3, 150}, one, scale_qk);
+  }
 }
 
 TEST(KernelsMma, ZeroRowsLaunchNothingAndUnsupportedShapesAreErrors) {

@@ -1,7 +1,8 @@
 // MMA attention on precomputed projections (the unfused path, on-GPU reference of the fused
 // kernels): per row the M x M scaled-dot or cosine scores, softmax over keys, z_m = sum_n
-// alpha_mn v_n and the residual or concat skip, forward and backward. Also MmaShape, the
-// options both paths share.
+// alpha_mn v_n and the residual or concat skip, forward and backward. Also MmaShape and the
+// score helpers both paths share. As mman::Mma, scores, norms, the softmax over scores and the
+// cosine backward's coefficients are formed in double (see mma_score).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -78,29 +79,63 @@ MMAN_DEVICE float mma_z_dropped(const MmaShape& s, float z, int m, int j, long l
   return counter_uniform(s.z_stream[m], static_cast<uint64_t>(r * s.d + j)) < s.z_p ? 0.0f : z * s.z_keep;
 }
 
-// e[0..count) <- softmax(e[0..count)) as mman::Mma computes it: maximum subtracted, exp, each
-// divided by the sum. Loops over a compile-time bound with a guard keep `e` in registers.
+// a[0..count) <- softmax(e[0..count)) as mman::Mma computes it, in double: maximum subtracted
+// (std::max's rule: a NaN score never becomes the maximum), exp, each divided by the sum, then
+// rounded to float. Loops over a compile-time bound with a guard keep the arrays in registers.
 template <int kMax>
-MMAN_DEVICE void mma_softmax(float (&e)[kMax], int count) {
-  float mx = -INFINITY;
+MMAN_DEVICE void mma_softmax(double (&e)[kMax], int count, float (&a)[kMax]) {
+  double mx = -INFINITY;
 MMAN_UNROLL
   for (int n = 0; n < kMax; ++n)
-    if (n < count) mx = fmaxf(mx, e[n]);
-  float sum = 0.0f;
+    if (n < count) mx = mx < e[n] ? e[n] : mx;
+  double sum = 0.0;
 MMAN_UNROLL
   for (int n = 0; n < kMax; ++n)
     if (n < count) {
-      e[n] = expf(e[n] - mx);
+      e[n] = exp(e[n] - mx);
       sum += e[n];
     }
 MMAN_UNROLL
   for (int n = 0; n < kMax; ++n)
-    if (n < count) e[n] = e[n] / sum;
+    if (n < count) a[n] = static_cast<float>(e[n] / sum);
 }
 
-// Score of query norm qn and key norm kn with dot product `dot`.
-MMAN_DEVICE float mma_score(const MmaShape& s, float dot, float qn, float kn) {
-  return s.cosine ? dot / (fmaxf(qn, s.cos_eps) * fmaxf(kn, s.cos_eps)) : dot * s.scale;
+MMAN_DEVICE double mma_max_d(double a, double b) { return a < b ? b : a; }  // std::max's rule
+
+// Score of query norm qn and key norm kn with dot product `dot`, in double as mman::Mma forms
+// it: q.k and |q|^2 of float vectors cannot overflow there (elements of 1e19 give 1e38 per
+// term, Inf in float and then NaN scores), so the attention stays finite for any finite input.
+// Cost: a handful of double operations per score (9 per row for three modalities) and double
+// products in the dot products' d terms, against the d^2-sized projections; full-rate FP64 on
+// the A100/H100 targets, 1/64 rate on consumer GPUs, where the scores are still a small share
+// of the layer. The scaled product's factor is the CPU forward's 1 / sqrt(double(d)).
+MMAN_DEVICE double mma_score(const MmaShape& s, double dot, double qn, double kn) {
+  const double eps = s.cos_eps;
+  return s.cosine ? dot / (mma_max_d(qn, eps) * mma_max_d(kn, eps)) : dot * (1.0 / sqrt(static_cast<double>(s.d)));
+}
+
+// Sum of a double over the 32 lanes of a warp (butterfly: every lane gets the same value).
+MMAN_DEVICE double warp_sum_d(double v) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
+// The cosine score's gradient coefficients of one (query m, key n) pair, as mman::Mma's backward
+// forms them in double from the upstream gradient w = de_mn, the exact-product dot q.k and the
+// norms |q|, |k|: d score / d q = cq k - bq q, d score / d k = cq q - bk k, with
+// cq = w / (Nq Nk), bq = [|q| > eps] w c / |q|^2 (c the score), N = max(|.|, eps).
+struct MmaCosineGrad {
+  double cq, bq, bk;
+};
+MMAN_DEVICE MmaCosineGrad mma_cosine_grad(const MmaShape& s, double w, double dot, double qn, double kn) {
+  const double eps = s.cos_eps;
+  const double inv = 1.0 / (mma_max_d(qn, eps) * mma_max_d(kn, eps));
+  const double c = dot * inv;
+  MmaCosineGrad g;
+  g.cq = w * inv;
+  g.bq = qn > eps ? w * c / (qn * qn) : 0.0;
+  g.bk = kn > eps ? w * c / (kn * kn) : 0.0;
+  return g;
 }
 
 // ---- unfused path: one warp per row, any M <= kMmaMaxModalities and any d ----
@@ -116,6 +151,15 @@ MMAN_DEVICE float warp_dot(int d, F f) {
   return warp_sum(acc);
 }
 
+// sum_j a[j] b[j] over j in [0, d) in double (products of floats are exact there), reduced over
+// the warp: the scores' and norms' dot products.
+MMAN_DEVICE double warp_dot_d(int d, const float* a, const float* b) {
+  double acc = 0.0;
+  for (int j = static_cast<int>(threadIdx.x) % kWarpSize; j < d; j += kWarpSize)
+    acc += static_cast<double>(a[j]) * static_cast<double>(b[j]);
+  return warp_sum_d(acc);
+}
+
 // alpha and out from xhat, q, k, v (all [rows x M d]); one warp per row.
 MMAN_KERNEL void attention_forward_kernel(const float* xhat, const float* q, const float* k, const float* v,
                                           MmaShape s, float* alpha, float* out) {
@@ -128,20 +172,21 @@ MMAN_KERNEL void attention_forward_kernel(const float* xhat, const float* q, con
   const float* qr = q + r * md;
   const float* kr = k + r * md;
   const float* vr = v + r * md;
-  float kn[kMax] = {};
+  double kn[kMax] = {};
   if (s.cosine) {
 MMAN_UNROLL
     for (int n = 0; n < kMax; ++n)
-      if (n < mc) kn[n] = sqrtf(warp_dot(d, [&](int j) { return kr[n * d + j] * kr[n * d + j]; }));
+      if (n < mc) kn[n] = sqrt(warp_dot_d(d, kr + n * d, kr + n * d));
   }
   for (int m = 0; m < mc; ++m) {
     const float* qm = qr + m * d;
-    const float qn = s.cosine ? sqrtf(warp_dot(d, [&](int j) { return qm[j] * qm[j]; })) : 0.0f;
-    float a[kMax] = {};
+    const double qn = s.cosine ? sqrt(warp_dot_d(d, qm, qm)) : 0.0;
+    double e[kMax] = {};
 MMAN_UNROLL
     for (int n = 0; n < kMax; ++n)
-      if (n < mc) a[n] = mma_score(s, warp_dot(d, [&](int j) { return qm[j] * kr[n * d + j]; }), qn, kn[n]);
-    mma_softmax(a, mc);
+      if (n < mc) e[n] = mma_score(s, warp_dot_d(d, qm, kr + n * d), qn, kn[n]);
+    float a[kMax] = {};
+    mma_softmax(e, mc, a);
     if (lane == 0) {
 MMAN_UNROLL
       for (int n = 0; n < kMax; ++n)
@@ -166,8 +211,9 @@ MMAN_UNROLL
 
 // Backward of attention_forward_kernel: dq, dk, dv (overwritten) and the skip's share of
 // dxhat (overwritten; the caller adds dq W_q + dk W_k + dv W_v). One warp per row.
-// Scores -> q, k as in mman::Mma: scaled, de/dq_m = scale sum_n de_mn k_n; cosine with
-// N = max(|q|, eps): dc/dq = k / (Nq Nk) - [|q| > eps] c q / |q|^2, symmetrically for k.
+// Scores -> q, k as in mman::Mma: scaled (float), de/dq_m = scale sum_n de_mn k_n; cosine
+// (double, mma_cosine_grad) with N = max(|q|, eps): dc/dq = k / (Nq Nk) - [|q| > eps] c q / |q|^2,
+// symmetrically for k, each term rounded to float before it is accumulated, as the CPU does.
 MMAN_KERNEL void attention_backward_kernel(const float* q, const float* k, const float* v, const float* alpha,
                                            const float* dout, MmaShape s, float* dq, float* dk, float* dv,
                                            float* dxhat) {
@@ -184,11 +230,11 @@ MMAN_KERNEL void attention_backward_kernel(const float* q, const float* k, const
   float* dqr = dq + r * md;
   float* dkr = dk + r * md;
   float* dvr = dv + r * md;
-  float kn[kMax] = {};
+  double kn[kMax] = {};
   if (s.cosine) {
 MMAN_UNROLL
     for (int n = 0; n < kMax; ++n)
-      if (n < mc) kn[n] = sqrtf(warp_dot(d, [&](int j) { return kr[n * d + j] * kr[n * d + j]; }));
+      if (n < mc) kn[n] = sqrt(warp_dot_d(d, kr + n * d, kr + n * d));
   }
   for (int m = 0; m < mc; ++m) {
     const float* qm = qr + m * d;
@@ -206,33 +252,42 @@ MMAN_UNROLL
     for (int n = 0; n < kMax; ++n)
       if (n < mc) de[n] = a[n] * (de[n] - dot_sum);
     // d score_mn / d q_m = cq[n] k_n - bq[n] q_m, d score_mn / d k_n = cq[n] q_m - bk[n] k_n.
-    float cq[kMax] = {}, bq[kMax] = {}, bk[kMax] = {};
-    const float qn = s.cosine ? sqrtf(warp_dot(d, [&](int j) { return qm[j] * qm[j]; })) : 0.0f;
-MMAN_UNROLL
-    for (int n = 0; n < kMax; ++n)
-      if (n < mc) {
-        if (s.cosine) {
-          const float inv = 1.0f / (fmaxf(qn, s.cos_eps) * fmaxf(kn[n], s.cos_eps));
-          const float c = warp_dot(d, [&](int j) { return qm[j] * kr[n * d + j]; }) * inv;
-          cq[n] = de[n] * inv;
-          bq[n] = qn > s.cos_eps ? de[n] * c / (qn * qn) : 0.0f;
-          bk[n] = kn[n] > s.cos_eps ? de[n] * c / (kn[n] * kn[n]) : 0.0f;
-        } else {
-          cq[n] = de[n] * s.scale;
-        }
-      }
-    for (int j = lane; j < d; j += kWarpSize) {
-      const float qj = qm[j];
-      float acc = 0.0f;
+    if (s.cosine) {
+      MmaCosineGrad cg[kMax] = {};
+      const double qn = sqrt(warp_dot_d(d, qm, qm));
 MMAN_UNROLL
       for (int n = 0; n < kMax; ++n)
-        if (n < mc) {
-          const float kj = kr[n * d + j];
-          acc += cq[n] * kj - bq[n] * qj;
-          const float t = cq[n] * qj - bk[n] * kj;
-          dkr[n * d + j] = m == 0 ? t : dkr[n * d + j] + t;
-        }
-      dqr[m * d + j] = acc;
+        if (n < mc) cg[n] = mma_cosine_grad(s, de[n], warp_dot_d(d, qm, kr + n * d), qn, kn[n]);
+      for (int j = lane; j < d; j += kWarpSize) {
+        const double qj = qm[j];
+        float acc = 0.0f;
+MMAN_UNROLL
+        for (int n = 0; n < kMax; ++n)
+          if (n < mc) {
+            const double kj = kr[n * d + j];
+            acc += static_cast<float>(cg[n].cq * kj - cg[n].bq * qj);
+            const float t = static_cast<float>(cg[n].cq * qj - cg[n].bk * kj);
+            dkr[n * d + j] = m == 0 ? t : dkr[n * d + j] + t;
+          }
+        dqr[m * d + j] = acc;
+      }
+    } else {
+      float w[kMax] = {};
+MMAN_UNROLL
+      for (int n = 0; n < kMax; ++n)
+        if (n < mc) w[n] = de[n] * s.scale;
+      for (int j = lane; j < d; j += kWarpSize) {
+        const float qj = qm[j];
+        float acc = 0.0f;
+MMAN_UNROLL
+        for (int n = 0; n < kMax; ++n)
+          if (n < mc) {
+            acc += w[n] * kr[n * d + j];
+            const float t = w[n] * qj;
+            dkr[n * d + j] = m == 0 ? t : dkr[n * d + j] + t;
+          }
+        dqr[m * d + j] = acc;
+      }
     }
   }
   // dv_n = sum_m alpha_mn dz_m; the skip's gradient is out_m's (its first half for concat).

@@ -184,6 +184,20 @@ MMAN_UNROLL
   }
 }
 
+// The same in double (exact products, double sums): the scores' and norms' dot products, which
+// overflow float for elements of ~1e19 (attention.cuh, mma_score).
+template <int kC>
+MMAN_DEVICE void mma_row_dots_d(const float (&a)[kMmaRowsPerWarp][kC], const float (&b)[kMmaRowsPerWarp][kC],
+                                double (&out)[kMmaRowsPerWarp]) {
+MMAN_UNROLL
+  for (int i = 0; i < kMmaRowsPerWarp; ++i) {
+    double acc = 0.0;
+MMAN_UNROLL
+    for (int u = 0; u < kC; ++u) acc += static_cast<double>(a[i][u]) * static_cast<double>(b[i][u]);
+    out[i] = warp_sum_d(acc);
+  }
+}
+
 // Forward of rows [16 blockIdx.x, +16): xhat [rows x 3d] -> alpha, out, and (when not null)
 // q, k, v [rows x 3d] for the backward. Dynamic shared memory: the block's xhat rows, then the
 // W tile (mma_fused_shared_bytes). kTileBarrier: see mma_project.
@@ -208,13 +222,14 @@ MMAN_UNROLL
     mma_store<kC>(k, md, n * d, row0, s.rows, d, kr[n]);
     mma_store<kC>(v, md, n * d, row0, s.rows, d, vr[n]);
   }
-  float kn[kM][kRW] = {};
+  // Norms and scores in double, as mman::Mma (mma_score).
+  double kn[kM][kRW] = {};
   if (s.cosine) {
 MMAN_UNROLL
     for (int n = 0; n < kM; ++n) {
-      mma_row_dots<kC>(kr[n], kr[n], kn[n]);
+      mma_row_dots_d<kC>(kr[n], kr[n], kn[n]);
 MMAN_UNROLL
-      for (int i = 0; i < kRW; ++i) kn[n][i] = sqrtf(kn[n][i]);
+      for (int i = 0; i < kRW; ++i) kn[n][i] = sqrt(kn[n][i]);
     }
   }
 MMAN_UNROLL
@@ -222,23 +237,24 @@ MMAN_UNROLL
     float qr[kRW][kC];
     mma_linear<kC, kTileBarrier>(w.w[0][m], w.b[0][m], d, xs + m * d, md, bs, qr);
     mma_store<kC>(q, md, m * d, row0, s.rows, d, qr);
-    float qn[kRW] = {};
+    double qn[kRW] = {};
     if (s.cosine) {
-      mma_row_dots<kC>(qr, qr, qn);
+      mma_row_dots_d<kC>(qr, qr, qn);
 MMAN_UNROLL
-      for (int i = 0; i < kRW; ++i) qn[i] = sqrtf(qn[i]);
+      for (int i = 0; i < kRW; ++i) qn[i] = sqrt(qn[i]);
+    }
+    double e[kRW][kM];
+MMAN_UNROLL
+    for (int n = 0; n < kM; ++n) {
+      double dots[kRW];
+      mma_row_dots_d<kC>(qr, kr[n], dots);
+MMAN_UNROLL
+      for (int i = 0; i < kRW; ++i) e[i][n] = mma_score(s, dots[i], qn[i], kn[n][i]);
     }
     float a[kRW][kM];
 MMAN_UNROLL
-    for (int n = 0; n < kM; ++n) {
-      float dots[kRW];
-      mma_row_dots<kC>(qr, kr[n], dots);
-MMAN_UNROLL
-      for (int i = 0; i < kRW; ++i) a[i][n] = mma_score(s, dots[i], qn[i], kn[n][i]);
-    }
-MMAN_UNROLL
     for (int i = 0; i < kRW; ++i) {
-      mma_softmax<kM>(a[i], kM);
+      mma_softmax<kM>(e[i], kM, a[i]);
       const long long r = mma_row(row0, i);
       if (r >= s.rows) continue;
       if (lane == 0) {
@@ -333,49 +349,24 @@ MMAN_UNROLL
 MMAN_UNROLL
       for (int n = 0; n < kM; ++n) de[i][m][n] = a[i][m][n] * (de[i][m][n] - sum);
     }
-  // d score_mn = cq (k_n dq_m + q_m dk_n) - bq q_m dq_m - bk k_n dk_n (bq = bk = 0 when scaled);
-  // cosine as mman::Mma: c = q.k / (Nq Nk), N = max(|.|, eps), the |.| > eps branches of max().
-  float cq[kRW][kM][kM], bq[kRW][kM][kM], bk[kRW][kM][kM];
+  // Scores -> q, k as mman::Mma. Scaled (float): dq_m = sum_n w_mn k_n, dk_n = sum_m w_mn q_m,
+  // w = de scale. Cosine (double, attention.cuh's mma_cosine_grad; the CPU's operations): norms
+  // and q.k in double, dq_m = sum_n float(cq k_n - bq q_m), dk_n = sum_m float(cq q_m - bk k_n).
+  // The coefficients are formed where they are used (q_m.k_n twice, once per loop) rather than
+  // kept for all nine pairs: 54 doubles would crowd the registers. In mman::Mma's order.
+  double qn[kM][kRW] = {}, kn[kM][kRW] = {};
   if (s.cosine) {
-    float qn[kM][kRW], kn[kM][kRW];
-    float qm[kRW][kC], kv[kRW][kC];
 MMAN_UNROLL
     for (int m = 0; m < kM; ++m) {
-      mma_load<kC>(q, md, m * d, row0, s.rows, d, qm);
-      mma_row_dots<kC>(qm, qm, qn[m]);
-      mma_load<kC>(k, md, m * d, row0, s.rows, d, kv);
-      mma_row_dots<kC>(kv, kv, kn[m]);
+      float x[kRW][kC];
+      mma_load<kC>(q, md, m * d, row0, s.rows, d, x);
+      mma_row_dots_d<kC>(x, x, qn[m]);
+      mma_load<kC>(k, md, m * d, row0, s.rows, d, x);
+      mma_row_dots_d<kC>(x, x, kn[m]);
 MMAN_UNROLL
-      for (int i = 0; i < kRW; ++i) qn[m][i] = sqrtf(qn[m][i]), kn[m][i] = sqrtf(kn[m][i]);
+      for (int i = 0; i < kRW; ++i) qn[m][i] = sqrt(qn[m][i]), kn[m][i] = sqrt(kn[m][i]);
     }
-MMAN_UNROLL
-    for (int m = 0; m < kM; ++m) {
-      mma_load<kC>(q, md, m * d, row0, s.rows, d, qm);
-MMAN_UNROLL
-      for (int n = 0; n < kM; ++n) {
-        mma_load<kC>(k, md, n * d, row0, s.rows, d, kv);
-        float dots[kRW];
-        mma_row_dots<kC>(qm, kv, dots);
-MMAN_UNROLL
-        for (int i = 0; i < kRW; ++i) {
-          const float inv = 1.0f / (fmaxf(qn[m][i], s.cos_eps) * fmaxf(kn[n][i], s.cos_eps));
-          const float c = dots[i] * inv;
-          const float wde = de[i][m][n];
-          cq[i][m][n] = wde * inv;
-          bq[i][m][n] = qn[m][i] > s.cos_eps ? wde * c / (qn[m][i] * qn[m][i]) : 0.0f;
-          bk[i][m][n] = kn[n][i] > s.cos_eps ? wde * c / (kn[n][i] * kn[n][i]) : 0.0f;
-        }
-      }
-    }
-  } else {
-MMAN_UNROLL
-    for (int i = 0; i < kRW; ++i)
-MMAN_UNROLL
-      for (int m = 0; m < kM; ++m)
-MMAN_UNROLL
-        for (int n = 0; n < kM; ++n) cq[i][m][n] = de[i][m][n] * s.scale, bq[i][m][n] = 0.0f, bk[i][m][n] = 0.0f;
   }
-  // dq_m = sum_n (cq k_n - bq q_m), dk_n = sum_m (cq q_m - bk k_n), in mman::Mma's order.
 MMAN_UNROLL
   for (int m = 0; m < kM; ++m) {
     float qm[kRW][kC], acc[kRW][kC] = {};
@@ -384,10 +375,24 @@ MMAN_UNROLL
     for (int n = 0; n < kM; ++n) {
       float kv[kRW][kC];
       mma_load<kC>(k, md, n * d, row0, s.rows, d, kv);
+      if (s.cosine) {
+        double dots[kRW];
+        mma_row_dots_d<kC>(qm, kv, dots);
 MMAN_UNROLL
-      for (int i = 0; i < kRW; ++i)
+        for (int i = 0; i < kRW; ++i) {
+          const MmaCosineGrad g = mma_cosine_grad(s, de[i][m][n], dots[i], qn[m][i], kn[n][i]);
 MMAN_UNROLL
-        for (int u = 0; u < kC; ++u) acc[i][u] += cq[i][m][n] * kv[i][u] - bq[i][m][n] * qm[i][u];
+          for (int u = 0; u < kC; ++u)
+            acc[i][u] += static_cast<float>(g.cq * static_cast<double>(kv[i][u]) - g.bq * static_cast<double>(qm[i][u]));
+        }
+      } else {
+MMAN_UNROLL
+        for (int i = 0; i < kRW; ++i) {
+          const float wde = de[i][m][n] * s.scale;
+MMAN_UNROLL
+          for (int u = 0; u < kC; ++u) acc[i][u] += wde * kv[i][u];
+        }
+      }
     }
     mma_store<kC>(dq, md, m * d, row0, s.rows, d, acc);
   }
@@ -399,10 +404,24 @@ MMAN_UNROLL
     for (int m = 0; m < kM; ++m) {
       float qm[kRW][kC];
       mma_load<kC>(q, md, m * d, row0, s.rows, d, qm);
+      if (s.cosine) {
+        double dots[kRW];
+        mma_row_dots_d<kC>(qm, kv, dots);
 MMAN_UNROLL
-      for (int i = 0; i < kRW; ++i)
+        for (int i = 0; i < kRW; ++i) {
+          const MmaCosineGrad g = mma_cosine_grad(s, de[i][m][n], dots[i], qn[m][i], kn[n][i]);
 MMAN_UNROLL
-        for (int u = 0; u < kC; ++u) acc[i][u] += cq[i][m][n] * qm[i][u] - bk[i][m][n] * kv[i][u];
+          for (int u = 0; u < kC; ++u)
+            acc[i][u] += static_cast<float>(g.cq * static_cast<double>(qm[i][u]) - g.bk * static_cast<double>(kv[i][u]));
+        }
+      } else {
+MMAN_UNROLL
+        for (int i = 0; i < kRW; ++i) {
+          const float wde = de[i][m][n] * s.scale;
+MMAN_UNROLL
+          for (int u = 0; u < kC; ++u) acc[i][u] += wde * qm[i][u];
+        }
+      }
     }
     mma_store<kC>(dk, md, n * d, row0, s.rows, d, acc);
   }
