@@ -231,7 +231,7 @@ MMAN_AVX2 void panel_avx2(int r0, int r1, int kc, const float* a, int lda, const
 // src rows j..j+7, columns kk..kk+7 (two unpack stages and a 128-bit lane exchange).
 // Pure data movement, so the same bits as the scalar loop; about 3x its speed, which
 // matters because every forward pass packs W_ih^T and W_hh^T of each LSTM layer.
-MMAN_AVX2 inline void transpose8x8(const float* s, long ld, float* d) {
+MMAN_AVX2 inline void transpose8x8(const float* s, long ld, float* d, long ldd) {
   const __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ld), r2 = _mm256_loadu_ps(s + 2 * ld),
                r3 = _mm256_loadu_ps(s + 3 * ld), r4 = _mm256_loadu_ps(s + 4 * ld),
                r5 = _mm256_loadu_ps(s + 5 * ld), r6 = _mm256_loadu_ps(s + 6 * ld),
@@ -243,27 +243,39 @@ MMAN_AVX2 inline void transpose8x8(const float* s, long ld, float* d) {
                u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
                u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
                u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  _mm256_storeu_ps(d + 0 * kP, _mm256_permute2f128_ps(u0, u4, 0x20));
-  _mm256_storeu_ps(d + 1 * kP, _mm256_permute2f128_ps(u1, u5, 0x20));
-  _mm256_storeu_ps(d + 2 * kP, _mm256_permute2f128_ps(u2, u6, 0x20));
-  _mm256_storeu_ps(d + 3 * kP, _mm256_permute2f128_ps(u3, u7, 0x20));
-  _mm256_storeu_ps(d + 4 * kP, _mm256_permute2f128_ps(u0, u4, 0x31));
-  _mm256_storeu_ps(d + 5 * kP, _mm256_permute2f128_ps(u1, u5, 0x31));
-  _mm256_storeu_ps(d + 6 * kP, _mm256_permute2f128_ps(u2, u6, 0x31));
-  _mm256_storeu_ps(d + 7 * kP, _mm256_permute2f128_ps(u3, u7, 0x31));
+  _mm256_storeu_ps(d + 0 * ldd, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(d + 1 * ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
 // One transposed panel (columns j0 .. j0+cols-1 of B, i.e. src rows), zero-padded to kP.
 MMAN_AVX2 void pack_panel_transposed_avx2(const float* src, long ld, int k, int j0, int cols, float* panel) {
   const int k8 = k / 8 * 8, c8 = cols / 8 * 8;
   for (int kk = 0; kk < k8; kk += 8)
-    for (int j = 0; j < c8; j += 8) transpose8x8(src + (j0 + j) * ld + kk, ld, panel + static_cast<long>(kk) * kP + j);
+    for (int j = 0; j < c8; j += 8) transpose8x8(src + (j0 + j) * ld + kk, ld, panel + static_cast<long>(kk) * kP + j, kP);
   for (int j = 0; j < c8; ++j)  // the last k % 8 rows of the panel
     for (int kk = k8; kk < k; ++kk) panel[static_cast<long>(kk) * kP + j] = src[(j0 + j) * ld + kk];
   for (int j = c8; j < cols; ++j)  // the last cols % 8 columns
     for (int kk = 0; kk < k; ++kk) panel[static_cast<long>(kk) * kP + j] = src[(j0 + j) * ld + kk];
   if (cols < kP)
     for (int kk = 0; kk < k; ++kk) std::fill(panel + static_cast<long>(kk) * kP + cols, panel + (kk + 1L) * kP, 0.0f);
+}
+
+// dst [cols x rows] (row stride ldd) = the transpose of src [rows x cols] (row stride ld).
+MMAN_AVX2 void transpose_avx2(const float* src, long ld, int rows, int cols, float* dst, long ldd) {
+  const int r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int i = 0; i < r8; i += 8) {
+    for (int j = 0; j < c8; j += 8) transpose8x8(src + i * ld + j, ld, dst + j * ldd + i, ldd);
+    for (int j = c8; j < cols; ++j)
+      for (int ii = i; ii < i + 8; ++ii) dst[j * ldd + ii] = src[ii * ld + j];
+  }
+  for (int i = r8; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * ld + j];
 }
 
 bool have_avx2() {
@@ -327,10 +339,61 @@ const Variant& variant() {
 // is exact), so chunking changes no bits. Accumulating products (C + sum) run k whole.
 constexpr int kMaxChunk = 384;
 
+void run_rows(const Variant& v, int r0, int r1, const float* a, int lda, bool trans_a, const PackedMatrix& b,
+              float* c, int ldc, bool accumulate);
+
+// Products of many rows run in blocks of at most kMaxRows rows, each block through every
+// panel: the block's rows of A (kMaxRows x a chunk of k, ~100 KB) then stay in L2 while
+// the panels pass, instead of all of A being read from L3 again for every panel (an
+// evaluation of 60 conversations is ~3,000 rows). Rows are independent, so the blocking
+// changes no bits.
+constexpr int kMaxRows = 96;
+
 void run(const Variant& v, int r0, int r1, const float* a, int lda, bool trans_a, const PackedMatrix& b,
          float* c, int ldc, bool accumulate) {
+#ifdef MMAN_PACKED_X86
+  // A transposed (weight gradients, dY^T X): the kernels would broadcast each k step's
+  // rows from one line of A far from the previous step's (a strided walk over all of A,
+  // which straddles cache lines, for every panel), ~15% slower than on rows. So each row
+  // block of op(A) is transposed once into rows (8 x 8 AVX2 transposes, a small cost next
+  // to its reuse by every panel) and runs on the row kernels: the same FMA chains, so the
+  // same bits.
+  if (trans_a && std::strcmp(v.isa, "generic") != 0 && have_avx2()) {
+    thread_local std::vector<float> rows_of_a;
+    const int k = b.k;
+    if (rows_of_a.size() < static_cast<size_t>(kMaxRows) * k) rows_of_a.resize(static_cast<size_t>(kMaxRows) * k);
+    for_row_blocks(r1 - r0, kMaxRows, [&](int b0, int rows) {
+      const int r = r0 + b0;
+      transpose_avx2(a + r, lda, k, rows, rows_of_a.data(), k);
+      run_rows(v, 0, rows, rows_of_a.data(), k, false, b, c + static_cast<long>(r) * ldc, ldc, accumulate);
+    });
+    return;
+  }
+#endif
+  for_row_blocks(r1 - r0, kMaxRows, [&](int b0, int rows) {
+    run_rows(v, r0 + b0, r0 + b0 + rows, a, lda, trans_a, b, c, ldc, accumulate);
+  });
+}
+
+void run_rows(const Variant& v, int r0, int r1, const float* a, int lda, bool trans_a, const PackedMatrix& b,
+              float* c, int ldc, bool accumulate) {
   if (r1 <= r0 || b.n <= 0) return;
   const int k = b.k, n = b.n;
+  if (accumulate && k > kMaxChunk) {
+    // C + sum with k in L1-sized chunks too: the whole sum is formed first in a scratch
+    // block (chunk by chunk, as without accumulation), then added to C, which is what
+    // the kernels' one-pass accumulation computes (kAdd): the same bits.
+    thread_local std::vector<float> sum;
+    const int rows = r1 - r0;
+    if (sum.size() < static_cast<size_t>(rows) * n) sum.resize(static_cast<size_t>(rows) * n);
+    run_rows(v, 0, rows, trans_a ? a + r0 : a + static_cast<long>(r0) * lda, lda, trans_a, b, sum.data(), n, false);
+    for (int r = 0; r < rows; ++r) {
+      float* cr = c + static_cast<long>(r0 + r) * ldc;
+      const float* sr = sum.data() + static_cast<long>(r) * n;
+      for (int j = 0; j < n; ++j) cr[j] = cr[j] + sr[j];
+    }
+    return;
+  }
   if (k == 0) {
     if (!accumulate)
       for (int r = r0; r < r1; ++r)
