@@ -1,6 +1,12 @@
 // GPU models and the GPU training loop against the CPU backend: every model type's forward,
 // backward, training step, staged training, resume and evaluation. They need a usable device;
 // elsewhere they skip with the runtime's reason. The backend selection tests run everywhere.
+//
+// The same file builds a second executable, test_cuda_models_emulated, in builds without the
+// CUDA backend (MMAN_DEVICE_EMULATION): there the "device" is the host emulation of
+// tests/emulation (kernels through the SIMT layer, cuBLAS by a reference GEMM, cuDNN's LSTM by
+// the CPU one), and every GPU test runs. That checks all of the GPU code path except the
+// libraries' own semantics and real device effects; the native run checks those.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,6 +35,9 @@ namespace mman {
 namespace {
 
 std::string cuda_unusable_reason() {
+#ifdef MMAN_DEVICE_EMULATION
+  return std::string();  // the emulated device is always there
+#endif
   static const std::string reason = [] {
     const CudaState s = query_cuda();
     if (!s.compiled) return std::string("this build has no CUDA backend (MMAN_CUDA=OFF or no nvcc/cuDNN)");
@@ -114,7 +123,7 @@ TEST(CudaModels, UnknownBackendIsRejected) {
 }
 
 TEST(CudaModels, CudaModelWithoutAUsableDeviceFailsWithTheReason) {
-  if (cuda_unusable_reason().empty()) GTEST_SKIP() << "a CUDA device is usable here";
+  if (query_cuda().usable()) GTEST_SKIP() << "a CUDA device is usable here";
   const Fixture f = make_fixture();
   try {
     make_model(small_config("clstm_speech"), f.shape, "cuda");
@@ -163,6 +172,12 @@ TEST(CudaModels, NeedTheCudaBackend) { MMAN_REQUIRE_CUDA(); }
 
 // ---- GPU against CPU ----
 
+// A model on the device (the shared context; the emulated one in the emulation build, where
+// make_model's "cuda" backend does not exist because the core library is built without CUDA).
+std::unique_ptr<Model> gpu_model(const ModelConfig& c, const DataShape& shape) {
+  return cuda::make_cuda_model(c, shape, cuda::shared_context());
+}
+
 constexpr double kUnit = 1.0 / (1 << 24);  // float32's unit roundoff
 
 // max |a - b| over max |b|: the normalised error of STYLE practice 5.
@@ -194,7 +209,7 @@ struct Pair {
 Pair make_pair(const ModelConfig& c, const Fixture& f, uint64_t seed = 5) {
   Pair p;
   p.cpu = make_model(c, f.shape, "cpu");
-  p.gpu = make_model(c, f.shape, "cuda");
+  p.gpu = gpu_model(c, f.shape);
   init_model(*p.cpu, seed);
   init_model(*p.gpu, seed);
   EXPECT_EQ(p.cpu->params().values(), p.gpu->params().values());
@@ -319,7 +334,7 @@ TEST(CudaModels, FusedAndUnfusedMmaAgree) {
   for (const std::string type : {"clstm_mma", "mman"}) {
     SCOPED_TRACE(type);
     Pair p = make_pair(small_config(type), f);
-    auto unfused = make_model(small_config(type), f.shape, "cuda");
+    auto unfused = gpu_model(small_config(type), f.shape);
     init_model(*unfused, 5);
     cuda::set_fused_mma(*unfused, false);
     expect_forward_backward_match(*p.gpu, *unfused, f, f.splits.train, 40);
@@ -408,11 +423,11 @@ TEST(CudaModels, ResumeOnTheGpuIsBitIdentical) {
   tc.max_epochs = 3;
   tc.batch_size = 2;
   tc.patience = 0;
-  auto full = make_model(small_config("clstm_mma"), f.shape, "cuda");
+  auto full = gpu_model(small_config("clstm_mma"), f.shape);
   init_model(*full, 5);
   const TrainResult rf = train_model(*full, f.ds, f.protocol, f.splits, tc);
 
-  auto part = make_model(small_config("clstm_mma"), f.shape, "cuda");
+  auto part = gpu_model(small_config("clstm_mma"), f.shape);
   init_model(*part, 5);
   TrainHooks hooks;
   const std::string state = dir.file("state.h5");
@@ -421,7 +436,7 @@ TEST(CudaModels, ResumeOnTheGpuIsBitIdentical) {
   hooks.should_stop = [&] { return ++polls == 5; };
   const TrainResult r1 = train_model(*part, f.ds, f.protocol, f.splits, tc, hooks);
   ASSERT_TRUE(r1.interrupted);
-  auto resumed = make_model(small_config("clstm_mma"), f.shape, "cuda");
+  auto resumed = gpu_model(small_config("clstm_mma"), f.shape);
   init_model(*resumed, 99);  // overwritten by the state
   hooks.should_stop = nullptr;
   hooks.resume = true;

@@ -3,7 +3,9 @@
 
 namespace mman {
 
-#if defined(MMAN_WITH_CUDA) || defined(__CUDACC__)
+// The device emulation (tests/emulation) compiles the GPU code for the host and links it with a
+// core library built without CUDA: it takes the no-op ranges, as that library does.
+#if (defined(MMAN_WITH_CUDA) || defined(__CUDACC__)) && !defined(MMAN_DEVICE_EMULATION)
 
 namespace detail {
 // cuda/nvtx.cu: nvtxRangePushA / nvtxRangePop in NVTX's default domain. Without a tool

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+struct CUstream_st;  // the CUDA runtime's stream type (cudaStream_t is CUstream_st*)
+
 namespace mman::simt {
 
 // The CUDA built-in types, variables and device functions under their CUDA names. Kernel
@@ -41,7 +43,10 @@ void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LIN
 
 // ---- launching ----
 
-using Stream = struct HostStream*;  // stands for cudaStream_t; the emulation runs synchronously
+// cudaStream_t's own type (CUstream_st*, only declared here), so the launchers of cuda/*.cu
+// also compile for the host (the device emulation, docs/cuda_backend.md). The emulation runs
+// synchronously and ignores it.
+using Stream = ::CUstream_st*;
 
 struct LaunchConfig {
   device::dim3 grid;
