@@ -64,30 +64,6 @@ struct LayerPlan {
   std::vector<Segment> segments;  // sorted by weight-space offset
 };
 
-// The shape contract of a packed layout, checked once per call as mman::Lstm does: cuDNN's
-// packed layout needs the same (positive, non-increasing lengths that add up to the rows).
-void check_layout(const PackedLayout& layout, const std::string& who) {
-  const int convs = layout.convs(), steps = layout.steps();
-  MMAN_CHECK(layout.step_offsets.size() == static_cast<size_t>(steps) + 1 || (steps == 0 && layout.step_offsets.empty()),
-             "{}: packed layout has {} steps but {} step offsets", who, steps, layout.step_offsets.size());
-  int64_t rows = 0;
-  for (int b = 0; b < convs; ++b) {
-    const int len = layout.lengths[static_cast<size_t>(b)];
-    MMAN_CHECK(len > 0 && (b == 0 || len <= layout.lengths[static_cast<size_t>(b) - 1]),
-               "{}: packed layout's lengths must be positive and non-increasing (conversation {})", who, b);
-    rows += len;
-  }
-  MMAN_CHECK(rows == layout.rows() && (convs == 0 || layout.lengths[0] == steps),
-             "{}: packed layout's lengths ({} rows, longest {}) disagree with its steps ({} rows, {} steps)", who, rows,
-             convs == 0 ? 0 : layout.lengths[0], layout.rows(), steps);
-  for (int t = 0; t < steps; ++t) {
-    const int n = layout.batch_sizes[static_cast<size_t>(t)];
-    MMAN_CHECK(n > 0 && n <= convs && (t == 0 || n <= layout.batch_sizes[static_cast<size_t>(t) - 1]) &&
-                   layout.step_offsets[static_cast<size_t>(t) + 1] == layout.step_offsets[static_cast<size_t>(t)] + n,
-               "{}: packed layout's batch sizes and step offsets disagree at step {}", who, t);
-  }
-}
-
 // Element count of a descriptor cudnnGetRNNWeightParams filled (0 when the matrix does not exist).
 size_t descriptor_elements(cudnnTensorDescriptor_t desc, cudnnDataType_t* type) {
   int nb = 0;
@@ -261,7 +237,7 @@ void CudnnLstm::forward_device(const DeviceParams& params, const PackedLayout& l
                                CudnnLstmContext& lctx, bool keep_for_backward) {
   MMAN_NVTX_RANGE("lstm.forward");
   const std::string who = "cuDNN lstm '" + prefix_ + "'";
-  check_layout(layout, who);
+  check_packed_layout(layout, who);
   MMAN_CHECK(&params.context() == ctx_, "{}: the device parameters belong to another CUDA context", who);
   const int64_t rows = layout.rows();
   const int h = config_.hidden, dirs = config_.bidirectional ? 2 : 1, hd = h * dirs, layers = config_.layers;

@@ -7,6 +7,7 @@
 
 #include "mman/cuda/arena.h"
 #include "mman/cuda/context.h"
+#include "mman/error.h"
 #include "mman/layers/dropout.h"
 #include "mman/layers/lstm.h"
 #include "mman/layers/mode.h"
@@ -20,6 +21,31 @@ struct CudnnLstmState;  // what one forward keeps for its backward
 // What forward() keeps for backward() (per layer: outputs, dropped inputs, cuDNN reserve
 // space; the batch's descriptors and device copy of its lengths). Owned by the caller and
 // reused across batches: buffers only grow. Device-neutral; defined in cuda/lstm_cudnn.cu.
+// The shape contract of a packed layout, checked by CudnnLstm once per call (device-neutral, so
+// the device emulation's layer checks the same): cuDNN's packed layout needs positive,
+// non-increasing lengths that add up to the rows, and consistent batch sizes and step offsets.
+inline void check_packed_layout(const PackedLayout& layout, const std::string& who) {
+  const int convs = layout.convs(), steps = layout.steps();
+  MMAN_CHECK(layout.step_offsets.size() == static_cast<size_t>(steps) + 1 || (steps == 0 && layout.step_offsets.empty()),
+             "{}: packed layout has {} steps but {} step offsets", who, steps, layout.step_offsets.size());
+  int64_t rows = 0;
+  for (int b = 0; b < convs; ++b) {
+    const int len = layout.lengths[static_cast<size_t>(b)];
+    MMAN_CHECK(len > 0 && (b == 0 || len <= layout.lengths[static_cast<size_t>(b) - 1]),
+               "{}: packed layout's lengths must be positive and non-increasing (conversation {})", who, b);
+    rows += len;
+  }
+  MMAN_CHECK(rows == layout.rows() && (convs == 0 || layout.lengths[0] == steps),
+             "{}: packed layout's lengths ({} rows, longest {}) disagree with its steps ({} rows, {} steps)", who, rows,
+             convs == 0 ? 0 : layout.lengths[0], layout.rows(), steps);
+  for (int t = 0; t < steps; ++t) {
+    const int n = layout.batch_sizes[static_cast<size_t>(t)];
+    MMAN_CHECK(n > 0 && n <= convs && (t == 0 || n <= layout.batch_sizes[static_cast<size_t>(t) - 1]) &&
+                   layout.step_offsets[static_cast<size_t>(t) + 1] == layout.step_offsets[static_cast<size_t>(t)] + n,
+               "{}: packed layout's batch sizes and step offsets disagree at step {}", who, t);
+  }
+}
+
 class CudnnLstmContext {
  public:
   CudnnLstmContext();

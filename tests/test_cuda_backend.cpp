@@ -36,6 +36,9 @@ namespace {
 
 // Why the GPU tests cannot run here, or empty when they can (queried once: it runs a probe kernel).
 std::string cuda_unusable_reason() {
+#ifdef MMAN_DEVICE_EMULATION
+  return std::string();  // test_cuda_backend_emulated: the host emulation of tests/emulation
+#endif
   static const std::string reason = [] {
     const CudaState s = query_cuda();
     if (!s.compiled) return std::string("this build has no CUDA backend (MMAN_CUDA=OFF or no nvcc/cuDNN)");
@@ -572,6 +575,9 @@ TEST(CudaBackend, CudnnLstmSkipsFrozenTensorsAndCanOmitDx) {
 // mean the same on both backends.
 TEST(CudaBackend, CudnnWeightMapRoundTripsTheArena) {
   MMAN_REQUIRE_CUDA();
+#ifdef MMAN_DEVICE_EMULATION
+  GTEST_SKIP() << "cuDNN's weight space exists only on a real device (the emulation computes the LSTM on the CPU)";
+#endif
   for (bool bidirectional : {false, true}) {
     LstmConfig cfg;
     cfg.input = 9;

@@ -63,7 +63,13 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
+// The emulated device's memory: requests beyond it fail as cudaMalloc does (and never reach
+// malloc, which a sanitizer would abort on for absurd sizes).
+constexpr size_t kDeviceMemory = size_t{16} << 30;
+
 cudaError_t cudaMalloc(void** ptr, size_t size) {
+  *ptr = nullptr;
+  if (size > kDeviceMemory) return fail_with(cudaErrorMemoryAllocation);
   *ptr = std::malloc(size == 0 ? 1 : size);
   if (*ptr == nullptr) return fail_with(cudaErrorMemoryAllocation);
   std::memset(*ptr, 0xFF, size);

@@ -64,6 +64,7 @@ void CudnnLstm::weight_space_to_values(int, DeviceParams&) const {
 void CudnnLstm::forward_device(const DeviceParams& params, const PackedLayout& layout, const float* d_x, float* d_y,
                                Mode mode, const DropoutKey& key, const std::vector<Dropout>& between,
                                CudnnLstmContext& ctx, bool keep_for_backward) {
+  check_packed_layout(layout, "cuDNN lstm '" + prefix_ + "' (emulated)");
   CudnnLstmState& st = ctx.state();
   ParamStore& store = plan_->store;
   // The arena's current values (host memory in the emulation) into the layer's own store.
