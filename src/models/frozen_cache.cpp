@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "mman/error.h"
 #include "mman/rng.h"
 #include "src/core/packed_gemm.h"
 
@@ -55,7 +56,28 @@ void FrozenOutputCache::set_params(const ParamStore& params, const std::string& 
   have_fingerprint_ = false;
 }
 
+void FrozenOutputCache::conversation_keys(const Batch& batch, std::vector<uint64_t>& keys) {
+  const PackedLayout& layout = batch.layout;
+  keys.resize(static_cast<size_t>(layout.convs()));
+  for (int b = 0; b < layout.convs(); ++b) {
+    const int len = layout.lengths[static_cast<size_t>(b)];
+    uint64_t key = mix64(static_cast<uint64_t>(len) ^ (batch.features.size() << 32));
+    for (const Tensor& f : batch.features) {
+      key = mix64(key ^ static_cast<uint64_t>(f.cols()));
+      for (int t = 0; t < len; ++t)
+        key = hash_floats(f.row(layout.row(b, t)), static_cast<size_t>(f.cols()), key);
+    }
+    keys[static_cast<size_t>(b)] = key;
+  }
+}
+
 bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch) {
+  std::vector<uint64_t> keys;
+  conversation_keys(batch, keys);
+  return begin(params, batch, keys);
+}
+
+bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch, const std::vector<uint64_t>& keys) {
   uint64_t fp = mix64(param_ids_.size());
   for (int id : param_ids_) fp = hash_floats(params.value(id), params.info(id).size, fp);
   if (!have_fingerprint_ || fp != fingerprint_) {
@@ -65,19 +87,13 @@ bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch) {
     have_fingerprint_ = true;
   }
   const PackedLayout& layout = batch.layout;
-  keys_.resize(static_cast<size_t>(layout.convs()));
+  MMAN_CHECK(static_cast<int64_t>(keys.size()) == layout.convs(),
+             "frozen output cache: {} conversation keys for a batch of {} conversations", keys.size(), layout.convs());
+  keys_ = keys;  // reuses its capacity
   bool all = true;
-  for (int b = 0; b < layout.convs(); ++b) {
-    const int len = layout.lengths[static_cast<size_t>(b)];
-    uint64_t key = mix64(static_cast<uint64_t>(len) ^ (batch.features.size() << 32));
-    for (const Tensor& f : batch.features) {
-      key = mix64(key ^ static_cast<uint64_t>(f.cols()));
-      for (int t = 0; t < len; ++t)
-        key = hash_floats(f.row(layout.row(b, t)), static_cast<size_t>(f.cols()), key);
-    }
-    keys_[static_cast<size_t>(b)] = key;
-    const auto it = entries_.find(key);
-    all = all && it != entries_.end() && it->second.length == len;
+  for (int b = 0; all && b < layout.convs(); ++b) {
+    const auto it = entries_.find(keys_[static_cast<size_t>(b)]);
+    all = it != entries_.end() && it->second.length == layout.lengths[static_cast<size_t>(b)];
   }
   return all;
 }

@@ -32,10 +32,16 @@ class FrozenOutputCache {
   // Parameter tensors (ids into the store) of the sub-network, fixed at construction.
   void set_params(const ParamStore& params, const std::string& prefix);
 
-  // Starts a forward on `batch`: refreshes the parameter fingerprint (clearing the cache
-  // on a change) and the batch's conversation keys. Returns true when every
-  // conversation of the batch is cached.
-  bool begin(const ParamStore& params, const Batch& batch);
+  // The content keys of a batch's conversations (a hash of each one's feature rows, all
+  // modalities), the same for every sub-network's cache: computed once per forward.
+  static void conversation_keys(const Batch& batch, std::vector<uint64_t>& keys);
+
+  // Starts a forward on `batch`, whose conversation_keys() are `keys`: refreshes the
+  // parameter fingerprint (clearing the cache on a change). Returns true when every
+  // conversation of the batch is cached. Caches of different sub-networks may begin,
+  // load and store on different threads at the same time.
+  bool begin(const ParamStore& params, const Batch& batch, const std::vector<uint64_t>& keys);
+  bool begin(const ParamStore& params, const Batch& batch);  // computes the keys itself
   // After a miss, the caller computed the batch: stores each conversation's rows of
   // `probs` (columns [col, col + width) of a [rows x ld] matrix) and of `attention`
   // (rows x attention->cols(), may be null).

@@ -1,4 +1,6 @@
 // Late-fusion networks: clstm_lf (cLSTM block over sub-network softmax outputs) and mman (Linear).
+#include <atomic>
+#include <exception>
 #include <vector>
 
 #include "mman/error.h"
@@ -41,7 +43,7 @@ class FusionNetwork : public Network {
       for (size_t s = 0; s < subs_.size(); ++s) cache_[s].set_params(params, prefix + "subnets." + c.subnets[s].name + ".");
     }
     cached_attention_.resize(subs_.size());
-    attention_cached_.assign(subs_.size(), false);
+    attention_cached_.assign(subs_.size(), 0);
   }
 
   void init(ParamStore& params, Rng& rng) const override {
@@ -62,28 +64,42 @@ class FusionNetwork : public Network {
     auto run_sub = [&](int s, Mode sub_mode) {
       subs_[s]->forward(params, batch, sub_mode, key, sub_logits_[s]);
       softmax_forward(sub_logits_[s].data(), outputs_, rows, outputs_, group_, probs_.data() + s * outputs_, width);
-      if (frozen_[s] && !cache_.empty())
-        cache_[s].store(batch, probs_.data(), width, s * outputs_, outputs_, subs_[s]->attention());
     };
     for (int s = 0; s < s_count; ++s) {
       frozen_[s] = subs_[s]->frozen(params);
-      // A frozen sub-network's probabilities come from its cache when every conversation
-      // of the batch is there (exact: src/models/frozen_cache.h); otherwise it runs (in
-      // evaluation mode) and fills the cache.
-      attention_cached_[s] = frozen_[s] && !cache_.empty() && cache_[s].begin(params, batch);
-      if (attention_cached_[s])
-        cache_[s].load(batch, probs_.data(), width, s * outputs_, outputs_, &cached_attention_[s]);
-      else if (frozen_[s])
+      attention_cached_[s] = 0;
+      if (frozen_[s])
         frozen_runs_.push_back(s);
       else
-        run_sub(s, mode);
+        run_sub(s, mode);  // trains: runs in the model's mode, with every thread inside
     }
-    // Frozen sub-networks that must run are independent evaluation-mode passes writing
-    // their own columns: they run side by side, one thread each (src/core/parallel.h;
-    // each is serial inside), with no synchronisation between them. Every row's result
-    // is the same whichever thread computes it.
-    detail::parallel_chunks(static_cast<int>(frozen_runs_.size()),
-                            [&](int i) { run_sub(frozen_runs_[static_cast<size_t>(i)], Mode::Eval); });
+    // A frozen sub-network's probabilities come from its cache when every conversation
+    // of the batch is there (exact: src/models/frozen_cache.h); otherwise it runs in
+    // evaluation mode and fills the cache. The frozen sub-networks are independent: they
+    // run side by side, one per thread (src/core/parallel.h; each serial inside, its
+    // cache's parameter fingerprint included), with no synchronisation between them,
+    // each writing its own columns. A row's result is the same whichever thread computes it.
+    if (!frozen_runs_.empty() && !cache_.empty()) FrozenOutputCache::conversation_keys(batch, keys_);
+    // A chunk must not throw (src/core/parallel.h): the first error (e.g. a batch without
+    // a sub-network's modality) is carried out and rethrown here.
+    std::exception_ptr error;
+    std::atomic<bool> failed{false};
+    detail::parallel_chunks(static_cast<int>(frozen_runs_.size()), [&](int i) {
+      const int s = frozen_runs_[static_cast<size_t>(i)];
+      try {
+        if (!cache_.empty() && cache_[s].begin(params, batch, keys_)) {
+          cache_[s].load(batch, probs_.data(), width, s * outputs_, outputs_, &cached_attention_[s]);
+          attention_cached_[s] = 1;
+          return;
+        }
+        run_sub(s, Mode::Eval);
+        if (!cache_.empty())
+          cache_[s].store(batch, probs_.data(), width, s * outputs_, outputs_, subs_[s]->attention());
+      } catch (...) {
+        if (!failed.exchange(true)) error = std::current_exception();
+      }
+    });
+    if (error) std::rethrow_exception(error);
     if (lf_) {
       top_.forward(params, batch.layout, probs_.data(), logits, mode, key, top_ctx_);
     } else {
@@ -145,8 +161,10 @@ class FusionNetwork : public Network {
   Tensor probs_, dprobs_, dsub_;
   std::vector<FrozenOutputCache> cache_;  // per sub-network; empty where caching is not exact
   std::vector<Tensor> cached_attention_;  // the last forward's attention of a cached sub-network
-  std::vector<bool> attention_cached_;    // whether sub-network s came from its cache last forward
-  std::vector<int> frozen_runs_;          // frozen sub-networks this forward computes
+  std::vector<char> attention_cached_;    // whether sub-network s came from its cache last forward
+                                          // (char, not bool: written from several threads)
+  std::vector<int> frozen_runs_;          // frozen sub-networks of this forward
+  std::vector<uint64_t> keys_;            // the batch's conversation keys (FrozenOutputCache)
 };
 
 }  // namespace
