@@ -23,6 +23,7 @@
 #include "mman/exp/pipeline.h"
 #include "mman/layers/loss.h"
 #include "mman/models/model.h"
+#include "mman/train/checkpoint.h"
 #include "mman/train/trainer.h"
 #include "support/test_support.h"
 #include "support/tiny_dataset.h"
@@ -270,21 +271,18 @@ TEST_P(CudaEveryModel, ForwardAndBackwardMatchTheCpu) {
 // Adam's first update is lr * g / (|g| + eps), about lr * sign(g), so an element whose CPU
 // gradient is within the gradient tolerance of zero may move either way (|diff| <= 2 lr); every
 // other element must agree to rounding.
-TEST_P(CudaEveryModel, OneTrainingStepMatchesTheCpu) {
-  MMAN_REQUIRE_CUDA();
+void expect_one_step_matches(const std::string& type, const TrainConfig& config) {
   const Fixture f = make_fixture();
-  Pair p = make_pair(small_config(GetParam()), f);
+  Pair p = make_pair(small_config(type), f);
   // The CPU gradient of that step, to know which elements are near zero.
   Batch batch;
   make_batch(f.ds, f.protocol, f.splits.train, batch);
-  TrainConfig tc;
-  tc.lr = 1e-3;
+  TrainConfig tc = config;
   tc.batch_size = static_cast<int>(f.splits.train.size());
   tc.max_epochs = 1;
-  tc.seed = 2;
   SplitIndices no_valid = f.splits;
   no_valid.valid.clear();
-  auto probe = make_model(small_config(GetParam()), f.shape, "cpu");
+  auto probe = make_model(small_config(type), f.shape, "cpu");
   init_model(*probe, 5);
   const Tensor& logits = probe->forward(batch, Mode::Train, DropoutKey{tc.seed, 0});
   Tensor dlogits;
@@ -302,6 +300,8 @@ TEST_P(CudaEveryModel, OneTrainingStepMatchesTheCpu) {
   EXPECT_NEAR(rg.history[0].train_loss, rc.history[0].train_loss, 1e-5 * std::fabs(rc.history[0].train_loss));
   EXPECT_EQ(rg.history[0].train_accuracy, rc.history[0].train_accuracy);
   const double gtol = bound(40 + batch.rows(), longest(f), 12) * gmax;
+  // A clamp at clip_value makes every gradient beyond it exactly +-clip_value on both sides,
+  // whatever the rounding below it.
   const std::vector<float>& vc = p.cpu->params().values();
   const std::vector<float>& vg = p.gpu->params().values();
   int64_t sign_flips = 0;
@@ -317,6 +317,13 @@ TEST_P(CudaEveryModel, OneTrainingStepMatchesTheCpu) {
   EXPECT_LE(sign_flips, static_cast<int64_t>(vc.size() / 100)) << "too many near-zero gradients moved apart";
 }
 
+TEST_P(CudaEveryModel, OneTrainingStepMatchesTheCpu) {
+  MMAN_REQUIRE_CUDA();
+  TrainConfig tc;  // clipping by norm (5), as the paper's runs
+  tc.seed = 2;
+  expect_one_step_matches(GetParam(), tc);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaEveryModel, ::testing::ValuesIn(kTypes));
 
 TEST(CudaModels, PaperSizeClstmMmaMatchesTheCpu) {
@@ -326,6 +333,55 @@ TEST(CudaModels, PaperSizeClstmMmaMatchesTheCpu) {
   c.type = "clstm_mma";  // SPEC sizes: hidden 300, fc 200, d_model 150 (the fused kernels' case)
   Pair p = make_pair(c, f);
   expect_forward_backward_match(*p.cpu, *p.gpu, f, f.splits.train, 450);
+}
+
+// The other clipping settings of the device step: a clamp first (the authors' 1e-3) then the
+// norm, and no clipping at all (the norm is then only checked for finiteness).
+TEST(CudaModels, ClampedAndUnclippedStepsMatchTheCpu) {
+  MMAN_REQUIRE_CUDA();
+  TrainConfig clamp;
+  clamp.clip_value = 1e-3;
+  clamp.seed = 4;
+  expect_one_step_matches("clstm_mma", clamp);
+  TrainConfig none;
+  none.clip_norm = 0;
+  none.seed = 4;
+  expect_one_step_matches("clstm_ef", none);
+}
+
+// A NaN reaching the loss on the device stops training with the CPU's message, and the state
+// file keeps the last completed epoch (written from the device's parameters).
+TEST(CudaModels, ANonFiniteLossStopsTrainingWithTheCpuMessage) {
+  MMAN_REQUIRE_CUDA();
+  test::TempDir dir;
+  Fixture f = make_fixture();
+  auto model = gpu_model(small_config("clstm_speech"), f.shape);
+  init_model(*model, 0);
+  TrainConfig tc;
+  tc.max_epochs = 4;
+  tc.batch_size = 2;
+  tc.patience = 0;
+  const std::string state = dir.file("clstm_speech.state.h5");
+  std::vector<float> after_epoch1;
+  TrainHooks hooks;
+  hooks.state_path = [&](const std::string&) { return state; };
+  hooks.on_epoch = [&](const std::string&, const EpochRecord& rec, int) {
+    if (rec.epoch != 1) return;
+    after_epoch1 = model->params().values();
+    f.ds.features[0].at(f.ds.conv_offsets[static_cast<size_t>(f.splits.train[0])], 0) =
+        std::numeric_limits<float>::quiet_NaN();
+  };
+  const std::string message = test::error_message([&] { train_model(*model, f.ds, f.protocol, f.splits, tc, hooks); });
+  EXPECT_NE(message.find("training clstm_speech: the loss is nan at epoch 2, batch "), std::string::npos) << message;
+  EXPECT_NE(message.find("the last saved state (1 epochs completed) is kept in " + state), std::string::npos)
+      << message;
+  ParamStore params = model->params();
+  TrainState saved;
+  load_checkpoint(state, params, "clstm_speech", &saved);
+  EXPECT_EQ(saved.epoch, 1);
+  EXPECT_EQ(params.values(), after_epoch1);
+  // The model's host copy came back from the device when training stopped: all finite.
+  for (float v : model->params().values()) ASSERT_TRUE(std::isfinite(v));
 }
 
 TEST(CudaModels, FusedAndUnfusedMmaAgree) {

@@ -249,11 +249,12 @@ class Phase {
   };
 
   // Stops training on a NaN or Inf before it reaches the parameters. The state file keeps
-  // the last completed epoch (saved when it ended), so nothing good is lost.
+  // the last completed epoch (saved when it ended), so nothing good is lost. A NaN is named
+  // "nan" whatever its sign bit (x86's default NaN prints as "-nan").
   [[noreturn]] void diverged(const char* what, double value, int epoch, size_t batch) const {
     fail("training {}: {} {} at epoch {}, batch {} (diverged; try a lower train.lr, clipping, or data.normalize: "
          "true){}",
-         name_, what, value, epoch, batch,
+         name_, what, std::isnan(value) ? "nan" : fmt::format("{}", value), epoch, batch,
          path_.empty() || !std::filesystem::exists(path_)
              ? std::string()
              : fmt::format("; the last saved state ({} epochs completed) is kept in {}", state_.epoch, path_));
