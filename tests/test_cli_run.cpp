@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "mman/cuda_info.h"
+#include "mman/exp/run_lock.h"
 #include "support/test_support.h"
 
 namespace mman {
@@ -263,6 +264,40 @@ TEST(CliRun, RunsOnTheGpu) {
     const double acc = model["per_seed"]["0"]["test"]["accuracy"].get<double>();
     EXPECT_TRUE(acc >= 0.0 && acc <= 1.0) << name;
   }
+}
+
+// A run directory moved elsewhere still resumes: its config.yaml names the old place, and is
+// rewritten to name the new one.
+TEST(CliRun, AMovedRunDirectoryResumes) {
+  test::TempDir dir;
+  const std::string first = dir.file("first"), moved = dir.file("moved");
+  const test::CommandResult r =
+      test::run_command(exe() + " run " + smoke() + " --out " + first + " --set output.plots=false --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json before = nlohmann::json::parse(test::read_file(first + "/results.json"));
+  fs::rename(first, moved);
+  const test::CommandResult again = test::run_command(exe() + " run --resume " + moved);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("the run directory was moved"), std::string::npos) << again.output;
+  const nlohmann::json after = nlohmann::json::parse(test::read_file(moved + "/results.json"));
+  EXPECT_EQ(after["models"], before["models"]);  // every phase was finished: nothing retrained
+  EXPECT_NE(test::read_file(moved + "/config.yaml").find("dir: " + moved), std::string::npos);
+  // And once more from there, now without a difference at all.
+  EXPECT_EQ(test::run_command(exe() + " run --resume " + moved).exit_code, 0);
+}
+
+// While a process uses a run directory, a second one refuses to start there and writes nothing.
+TEST(CliRun, ASecondProcessOnTheSameRunDirectoryIsRefused) {
+  test::TempDir dir;
+  const std::string run = dir.file("run");
+  fs::create_directories(run);
+  const RunLock held(run);  // this test process plays the first run
+  const test::CommandResult r = test::run_command(exe() + " run " + smoke() + " --out " + run);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find(run + ": another mman_exp process (pid " + std::to_string(getpid()) + ")"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(run + "/config.yaml"));
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "mman/exp/interrupt.h"
 #include "mman/exp/progress.h"
 #include "mman/exp/results.h"
+#include "mman/exp/run_lock.h"
 #include "mman/threads.h"
 #include "mman/train/checkpoint.h"
 #include "mman/train/trainer.h"
@@ -226,9 +227,23 @@ int run_experiment(const RunOptions& opt) {
   std::string backend_note;
   const std::string backend = resolve_backend(cfg.backend, &backend_note);
 
+  bool relocated = false;  // the run directory was moved since the run started
   if (opt.resume) {
     if (!fs::exists(stored_config)) fail("{}: nothing to resume (no config.yaml); run without --resume to start it", dir);
-    const std::string before = read_text(stored_config);
+    std::string before = read_text(stored_config);
+    if (before != cfg.resolved_yaml) {
+      // A moved (or copied) run directory keeps the output.dir it started in: it is the same
+      // run when its stored config, resolved for the directory it is in now, is this one.
+      try {
+        const ExperimentConfig here = parse_experiment(before, stored_config, {"output.dir=" + yaml_quote(dir)});
+        if (here.resolved_yaml == cfg.resolved_yaml) {
+          before = here.resolved_yaml;
+          relocated = true;
+        }
+      } catch (const Error&) {
+        // not a config this version reads: reported as a difference below
+      }
+    }
     if (before != cfg.resolved_yaml)
       fail("{}: the configuration differs from the one this run started with ({}); resume with the same config and "
            "--set options, or start a new run with --out",
@@ -250,7 +265,10 @@ int run_experiment(const RunOptions& opt) {
 
   ensure_writable_dir(dir);
   ensure_writable_dir((fs::path(dir) / "checkpoints").string());
-  if (!opt.resume) write_file_atomic(stored_config, cfg.resolved_yaml);
+  // One process per run directory (held until this function returns): a second one would
+  // interleave its writes and, resuming, delete the first one's temporaries.
+  const RunLock lock(dir);
+  if (!opt.resume || relocated) write_file_atomic(stored_config, cfg.resolved_yaml);
   RunLog log((fs::path(dir) / "run.log").string());
   if (opt.resume)  // a run killed mid-write (SIGKILL, power loss) leaves its temporaries
     for (const std::string& stale : remove_stale_temporaries(dir))
@@ -259,6 +277,7 @@ int run_experiment(const RunOptions& opt) {
   install_interrupt_handlers();
 
   log.line(fmt::format("mman {} run '{}' -> {}{}", MMAN_VERSION, cfg.name, dir, opt.resume ? " (resumed)" : ""));
+  if (relocated) log.line(fmt::format("the run directory was moved: {} now names it as output.dir", stored_config));
   if (!backend_note.empty()) log.line(backend_note);
   log.line(fmt::format("data: {}{}, protocol {}, train/valid/test {}/{}/{} conversations", data.description,
                        data.synthetic ? " [synthetic]" : "", data.protocol.name, data.splits.train.size(),
