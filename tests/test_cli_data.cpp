@@ -135,6 +135,19 @@ TEST_F(CliData, InspectWithAProtocolAddsItsClasses) {
   EXPECT_TRUE(has(bad.output, "iemocap5")) << bad.output;
 }
 
+// A run on a file `synth` wrote says it is synthetic, as a run on in-memory synthetic data does.
+TEST_F(CliData, ARunOnASynthFileIsReportedAsSynthetic) {
+  ASSERT_EQ(synth_.exit_code, 0) << synth_.output;
+  EXPECT_EQ(read_dataset(file()).synthetic, "iemocap preset, seed 0");
+  TempDir out;  // not in dir_: another test lists that folder
+  const std::string run = out.file("run");
+  const CommandResult r = mman_exp("run " + std::string(MMAN_SOURCE_DIR) + "/experiments/smoke.yaml --out " + run +
+                                   " --set data.file=" + file() + " --set output.plots=false --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "[synthetic]")) << r.output;
+  EXPECT_TRUE(has(read_file(run + "/results.json"), "\"synthetic\": true"));
+}
+
 TEST_F(CliData, SameSeedSameBytesOtherSeedOtherData) {
   ASSERT_EQ(synth_.exit_code, 0) << synth_.output;
   TempDir dir;

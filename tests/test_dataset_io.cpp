@@ -60,6 +60,19 @@ TEST(DatasetIo, RoundTripKeepsEverything) {
   EXPECT_EQ(f.info("/conversations/offsets").describe(), "int64 [11]");
   EXPECT_EQ(f.info("/features/visual").describe(), "float32 [" + std::to_string(ds.num_utterances()) + " x 6]");
   EXPECT_EQ(f.children("/splits"), (std::vector<std::string>{"test", "train", "valid"}));
+  EXPECT_FALSE(f.has_attr("/", "synthetic"));  // real data carries no mark
+  EXPECT_EQ(back.synthetic, "");
+}
+
+// Generated data keeps its mark through a file, so a run reading it says it is synthetic.
+TEST(DatasetIo, TheSyntheticMarkRoundTrips) {
+  TempDir dir;
+  Dataset ds = tiny_dataset();
+  ds.synthetic = "tiny preset, seed 1";
+  const std::string path = dir.file("marked.h5");
+  write_dataset(ds, path);
+  EXPECT_EQ(h5::File::open(path).read_string_attr("/", "synthetic"), "tiny preset, seed 1");
+  EXPECT_EQ(read_dataset(path).synthetic, "tiny preset, seed 1");
 }
 
 TEST(DatasetIo, ModalityOrderComesFromTheAttribute) {

@@ -1,6 +1,5 @@
 // `mman_exp synth`: writes a synthetic IEMOCAP-shaped dataset file, marked as synthetic.
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -10,7 +9,6 @@
 #include "mman/data/dataset.h"
 #include "mman/data/synth.h"
 #include "mman/error.h"
-#include "mman/hdf5_io.h"
 #include "src/cli/commands.h"
 
 namespace mman::cli {
@@ -24,22 +22,11 @@ int cmd_synth(const SynthArgs& args) {
 
   const Dataset ds = synth_dataset(args.preset, args.seed);
 
-  // write_dataset() is atomic on its own; the extra root attribute `synthetic` (which
-  // Dataset has no field for) is added to a private temporary before the final rename,
-  // so `out` is either absent or complete and marked.
-  const std::string tmp = fmt::format("{}.synth-{}.tmp", args.out, getpid());
+  // write_dataset() is atomic (temporary, fsync, rename), and the dataset carries its
+  // `synthetic` root attribute, so `out` is either absent or complete and marked.
   try {
-    write_dataset(ds, tmp);
-    h5::File f = h5::File::edit(tmp);
-    f.write_string_attr("/", "synthetic",
-                        fmt::format("{} preset, seed {}", args.preset, args.seed));
-    f.commit();
-    std::error_code ec;
-    fs::rename(tmp, args.out, ec);
-    if (ec) fail("cannot rename the temporary file into place: {}", ec.message());
+    write_dataset(ds, args.out);
   } catch (const Error& e) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
     fail("{}: not written: {}", args.out, e.what());
   }
 

@@ -76,6 +76,7 @@ Dataset read_dataset_in_process(const std::string& path) {
 
   ds.label_names = read_name_list(f, "label_names");
   ds.modalities = read_name_list(f, "modalities");
+  if (f.has_attr("/", "synthetic")) ds.synthetic = f.read_string_attr("/", "synthetic");
   if (ds.modalities.empty() || (ds.modalities.size() == 1 && ds.modalities[0].empty()))
     f.fail("/ (attribute modalities)", "zero modalities (at least one of audio, visual, text is needed)");
 
@@ -136,6 +137,7 @@ void write_dataset(const Dataset& ds, const std::string& path) {
   f.write_string_attr("/", "schema", kDatasetSchema);
   f.write_strings_attr("/", "label_names", ds.label_names);
   f.write_strings_attr("/", "modalities", ds.modalities);
+  if (!ds.synthetic.empty()) f.write_string_attr("/", "synthetic", ds.synthetic);
   f.create_group("/features");
   for (size_t m = 0; m < ds.modalities.size(); ++m) {
     const Tensor& t = ds.features[m];

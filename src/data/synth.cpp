@@ -209,6 +209,7 @@ Dataset make_iemocap(uint64_t seed, const IemocapModel& model) {
 
   Dataset ds;
   ds.source = fmt::format("synthetic iemocap (seed {})", seed);
+  ds.synthetic = fmt::format("iemocap preset, seed {}", seed);
   for (const char* n : kLabelNames) ds.label_names.emplace_back(n);
 
   std::vector<ConvPlan> convs;

@@ -187,6 +187,7 @@ ExperimentData load_experiment_data(const DataSettings& data) {
   if (!data.file.empty()) {
     d.dataset = read_dataset(data.file);
     d.description = data.file;
+    d.synthetic = !d.dataset.synthetic.empty();  // e.g. written by `mman_exp synth`
   } else {
     d.dataset = synth_dataset(data.synthetic, data.synthetic_seed);
     d.description = fmt::format("synthetic {} (seed {})", data.synthetic, data.synthetic_seed);

@@ -15,6 +15,8 @@ inline constexpr const char* kDatasetSchema = "mman-dataset/1";
 // [conv_offsets[c], conv_offsets[c+1]) of every per-utterance array. See SPEC section 1.
 struct Dataset {
   std::string source;                       // file it was read from (for messages); may be empty
+  std::string synthetic;                    // root attribute synthetic: non-empty marks generated data
+                                            // (what generated it, e.g. "iemocap preset, seed 0")
   std::vector<std::string> label_names;     // root attribute label_names, e.g. hap,sad,...
   std::vector<std::string> modalities;      // root attribute modalities, e.g. audio,visual,text
   std::vector<Tensor> features;             // per modality, [N x d_m], /features/<modality>
