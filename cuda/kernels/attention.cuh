@@ -106,9 +106,9 @@ MMAN_DEVICE double mma_max_d(double a, double b) { return a < b ? b : a; }  // s
 // it: q.k and |q|^2 of float vectors cannot overflow there (elements of 1e19 give 1e38 per
 // term, Inf in float and then NaN scores), so the attention stays finite for any finite input.
 // Cost: a handful of double operations per score (9 per row for three modalities) and double
-// products in the dot products' d terms, against the d^2-sized projections; full-rate FP64 on
-// the A100/H100 targets, 1/64 rate on consumer GPUs, where the scores are still a small share
-// of the layer. The scaled product's factor is the CPU forward's 1 / sqrt(double(d)).
+// products in the dot products' d terms, against the d^2-sized projections; FP64 at half the
+// FP32 rate on the A100/H100 targets, 1/64 on consumer GPUs (registers: docs/simt.md). The
+// scaled product's factor is the CPU forward's 1 / sqrt(double(d)).
 MMAN_DEVICE double mma_score(const MmaShape& s, double dot, double qn, double kn) {
   const double eps = s.cos_eps;
   return s.cosine ? dot / (mma_max_d(qn, eps) * mma_max_d(kn, eps)) : dot * (1.0 / sqrt(static_cast<double>(s.d)));

@@ -1,0 +1,1124 @@
+// Every custom kernel launcher (cuda/<op>.cu) run natively on a GPU against the same CPU references, inputs
+// and tolerances as its SIMT test (tests/test_kernels_*.cpp, test_simt.cpp); skips without a usable device.
+//
+// The SIMT tests run the same kernel source on the CPU; these run the nvcc build of it, on the device, so
+// they also check what the emulation cannot: device math libraries, FMA contraction, real scheduling,
+// global-memory bounds (tools/sanitize_kernels.sh runs this binary under compute-sanitizer; buffers here
+// are exact-size cudaMallocs, so an access one element past the end is reported). Comparisons are exact
+// where the SIMT test's are, except that a NaN compares by isnan: arithmetic on a NaN returns the
+// device's canonical NaN, not the CPU's payload. Where the SIMT bound relied on the host's own exp and
+// log (the cross-entropy loss), the device's few-ulp library difference is added and said so.
+// The grouped softmax's launchers have their native test in test_kernels_group_softmax.cpp.
+//
+// CPU-only builds also compile this file as test_kernels_native_emulated against the device emulation
+// (tests/emulation: host memory, exact-size allocations that ASan checks, kernels through the SIMT layer),
+// so the test code itself and the launchers' host side run in CI.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "mman/cuda_info.h"
+
+#ifdef MMAN_WITH_CUDA
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "cuda/adam.cuh"
+#include "cuda/attention.cuh"
+#include "cuda/cross_entropy.cuh"
+#include "cuda/dropout.cuh"
+#include "cuda/elementwise.cuh"
+#include "cuda/grad_clip.cuh"
+#include "cuda/lstm_cell.cuh"
+#include "cuda/mma.cuh"
+#include "cuda/simt_examples.cuh"
+#include "mman/blas.h"
+#include "mman/cuda/context.h"
+#include "mman/error.h"
+#include "mman/layers/activation.h"
+#include "mman/layers/dropout.h"
+#include "mman/layers/loss.h"
+#include "mman/layers/mma.h"
+#include "mman/params.h"
+#include "mman/rng.h"
+#include "mman/tensor.h"
+#include "mman/train/optimizer.h"
+#include "src/layers/lstm_cell.h"
+#include "support/modalities.h"
+#endif
+
+namespace mman {
+namespace {
+
+// Why the kernels cannot run natively here, or empty when they can (queried once: it runs a probe kernel).
+std::string cuda_unusable_reason() {
+#ifdef MMAN_DEVICE_EMULATION
+  return std::string();  // test_kernels_native_emulated: the host emulation of tests/emulation
+#endif
+  static const std::string reason = [] {
+    const CudaState s = query_cuda();
+    if (!s.compiled) return std::string("this build has no CUDA backend (MMAN_CUDA=OFF or no nvcc/cuDNN)");
+    if (!s.usable()) return s.unusable_reason.empty() ? std::string("the CUDA runtime reports none") : s.unusable_reason;
+    return std::string();
+  }();
+  return reason;
+}
+
+// Every test skips with the runtime's reason where no device is usable; tools/sanitize_kernels.sh reads
+// DeviceIsUsable's verdict to decide whether a sanitizer run means anything.
+class KernelsNative : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string reason = cuda_unusable_reason();
+    if (!reason.empty()) GTEST_SKIP() << "no usable CUDA device: " << reason;
+  }
+};
+
+#ifndef MMAN_WITH_CUDA
+
+TEST_F(KernelsNative, DeviceIsUsable) {}
+
+#else
+
+// One context for the whole executable; everything goes onto its stream.
+cuda::CudaContext& context() {
+  static cuda::CudaContext ctx(0);
+  return ctx;
+}
+cudaStream_t stream() { return context().stream(); }
+
+TEST_F(KernelsNative, DeviceIsUsable) { context().synchronize(); }
+
+// An exact-size device allocation (a cudaMalloc of n elements, without DeviceBuffer's growth headroom), so
+// that memcheck reports an access one element past the end. Transfers go through the context's stream.
+template <class T>
+class DeviceVec {
+ public:
+  explicit DeviceVec(size_t n) : n_(n) {
+    const cudaError_t err = cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T));
+    MMAN_CHECK(err == cudaSuccess, "test: cudaMalloc of {} elements failed: {}", n, cudaGetErrorString(err));
+  }
+  explicit DeviceVec(const std::vector<T>& h) : DeviceVec(h.size()) { upload(h); }
+  ~DeviceVec() { cudaFree(p_); }
+  DeviceVec(const DeviceVec&) = delete;
+  DeviceVec& operator=(const DeviceVec&) = delete;
+
+  T* get() const { return static_cast<T*>(p_); }
+  size_t size() const { return n_; }
+  void upload(const std::vector<T>& h) const {
+    MMAN_CHECK(h.size() == n_, "test: uploading {} elements into {}", h.size(), n_);
+    if (n_ > 0) context().upload(p_, h.data(), n_ * sizeof(T));
+  }
+  std::vector<T> download() const {  // waits for the stream: a failed kernel throws here
+    std::vector<T> h(n_);
+    if (n_ > 0) context().download(h.data(), p_, n_ * sizeof(T));
+    return h;
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+template <class T>
+T download_one(const DeviceVec<T>& d) {
+  return d.download().at(0);
+}
+
+constexpr double kFloatEps = FLT_EPSILON;
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// Bit for bit, except that NaN matches any NaN.
+::testing::AssertionResult same_values(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << "sizes " << got.size() << " and " << want.size();
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(want[i]) ? std::isnan(got[i]) : same_bits(got[i], want[i])) continue;
+    return ::testing::AssertionFailure() << "element " << i << ": device " << got[i] << ", cpu " << want[i];
+  }
+  return ::testing::AssertionSuccess();
+}
+
+bool identical(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+std::vector<float> uniform_values(size_t n, double lo, double hi, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(rng.uniform(lo, hi));
+  return v;
+}
+
+float from_bits(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// ---- elementwise (test_kernels_elementwise.cpp) ----
+
+std::vector<float> special_values() {
+  const float inf = std::numeric_limits<float>::infinity();
+  return {0.0f,  -0.0f, from_bits(0x7FC01234u), from_bits(0xFFC00042u), std::numeric_limits<float>::quiet_NaN(),
+          inf,   -inf,  1e-40f, -1e-40f, std::numeric_limits<float>::denorm_min(), -FLT_MAX, FLT_MAX, 1e-30f, -1e30f};
+}
+
+std::vector<float> relu_inputs(size_t n, uint64_t seed) {
+  Rng rng(seed);
+  const std::vector<float> special = special_values();
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i)
+    v[i] = i % 5 == 3 ? special[(i / 5 + seed) % special.size()] : static_cast<float>(rng.uniform(-3, 3));
+  return v;
+}
+
+// The SIMT test's sizes plus one beyond the grid (kElementwiseMaxBlocks blocks): the grid-stride loop.
+TEST_F(KernelsNative, ReluForwardAndBackwardEqualTheCpuFunctions) {
+  const long long big = kernels::kElementwiseMaxBlocks * kernels::kElementwiseThreads + 777;
+  for (long long n : {1LL, 100LL, 256LL, 1001LL, big}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    const std::vector<float> x = relu_inputs(static_cast<size_t>(n), 1 + static_cast<uint64_t>(n));
+    const std::vector<float> dy = relu_inputs(static_cast<size_t>(n), 2 + static_cast<uint64_t>(n));
+    std::vector<float> ref(x.size()), ref_back(x.size());
+    relu_forward(x.data(), ref.data(), n);
+    relu_backward(x.data(), dy.data(), ref_back.data(), n);
+    const DeviceVec<float> d_x(x), d_dy(dy), d_y(x.size()), d_back(x.size());
+    cuda::relu_forward_device(d_x.get(), d_y.get(), n, stream());
+    cuda::relu_backward_device(d_x.get(), d_dy.get(), d_back.get(), n, stream());
+    EXPECT_TRUE(same_values(d_y.download(), ref));
+    EXPECT_TRUE(same_values(d_back.download(), ref_back));
+    cuda::relu_forward_device(d_x.get(), d_x.get(), n, stream());  // in place
+    EXPECT_TRUE(same_values(d_x.download(), ref));
+  }
+}
+
+TEST_F(KernelsNative, ReluKeepsNanAndMatchesTheCpuOnEverySpecialValue) {
+  const std::vector<float> special = special_values();
+  std::vector<float> x, dy;
+  for (float a : special)
+    for (float b : special) x.push_back(a), dy.push_back(b);
+  const long long n = static_cast<long long>(x.size());
+  std::vector<float> ref(x.size()), ref_back(x.size());
+  relu_forward(x.data(), ref.data(), n);
+  relu_backward(x.data(), dy.data(), ref_back.data(), n);
+  const DeviceVec<float> d_x(x), d_dy(dy), d_y(x.size()), d_back(x.size());
+  cuda::relu_forward_device(d_x.get(), d_y.get(), n, stream());
+  cuda::relu_backward_device(d_x.get(), d_dy.get(), d_back.get(), n, stream());
+  EXPECT_TRUE(same_values(d_y.download(), ref));
+  EXPECT_TRUE(same_values(d_back.download(), ref_back));
+}
+
+TEST_F(KernelsNative, ReluDropoutEqualsReluThenDropoutOnAColumnBlock) {
+  const DropoutKey key{11, 12};
+  const long long rows = 23, d = 37, ld = 3 * d, col0 = d;
+  for (float p : {0.0f, 0.1f, 0.6f})
+    for (Mode mode : {Mode::Train, Mode::Eval}) {
+      SCOPED_TRACE("p " + std::to_string(p) + (mode == Mode::Train ? ", train" : ", eval"));
+      const Dropout layer(p, 33);
+      const std::vector<float> x = relu_inputs(static_cast<size_t>(rows * ld), 4);
+      const std::vector<float> dy = relu_inputs(static_cast<size_t>(rows * ld), 5);
+      std::vector<float> block(static_cast<size_t>(rows * d)), dblock(block.size());
+      for (long long r = 0; r < rows; ++r)
+        for (long long c = 0; c < d; ++c) {
+          block[static_cast<size_t>(r * d + c)] = x[static_cast<size_t>(r * ld + col0 + c)];
+          dblock[static_cast<size_t>(r * d + c)] = dy[static_cast<size_t>(r * ld + col0 + c)];
+        }
+      std::vector<float> ref(block.size()), ref_back(block.size());
+      DropoutContext ctx;
+      relu_forward(block.data(), ref.data(), rows * d);
+      layer.forward(ref.data(), ref.data(), rows * d, mode, key, ctx);
+      layer.backward(dblock.data(), ref_back.data(), rows * d, ctx);
+      relu_backward(ref.data(), ref_back.data(), ref_back.data(), rows * d);
+      // The whole [rows x 3d] matrices, with the reference in the view's columns: the rest must be untouched.
+      std::vector<float> want_y = x, want_back = dy;
+      for (long long r = 0; r < rows; ++r)
+        for (long long c = 0; c < d; ++c) {
+          want_y[static_cast<size_t>(r * ld + col0 + c)] = ref[static_cast<size_t>(r * d + c)];
+          want_back[static_cast<size_t>(r * ld + col0 + c)] = ref_back[static_cast<size_t>(r * d + c)];
+        }
+      const kernels::DropoutView v = kernels::dropout_view(rows, d, ld, ld, "test");
+      const DeviceVec<float> d_x(x), d_y(x), d_dy(dy), d_back(dy);
+      cuda::relu_dropout_forward_device(layer, d_x.get() + col0, d_y.get() + col0, v, mode, key, stream());
+      cuda::relu_dropout_backward_device(layer, d_y.get() + col0, d_dy.get() + col0, d_back.get() + col0, v, mode,
+                                         stream());
+      EXPECT_TRUE(same_values(d_y.download(), want_y));
+      EXPECT_TRUE(same_values(d_back.download(), want_back));
+    }
+}
+
+// ---- dropout (test_kernels_dropout.cpp) ----
+
+TEST_F(KernelsNative, DropoutForwardAndBackwardEqualTheCpuLayerBitForBit) {
+  const DropoutKey key{2024, 9};
+  for (long long n : {1LL, 255LL, 256LL, 257LL, 3001LL})
+    for (float p : {0.0f, 0.1f, 0.5f, 0.9f})
+      for (Mode mode : {Mode::Train, Mode::Eval}) {
+        SCOPED_TRACE("n " + std::to_string(n) + ", p " + std::to_string(p) + (mode == Mode::Train ? ", train" : ", eval"));
+        const Dropout layer(p, 7);
+        const std::vector<float> x = uniform_values(static_cast<size_t>(n), -3, 3, 5 + static_cast<uint64_t>(n));
+        std::vector<float> ref(x.size()), ref_back(x.size());
+        DropoutContext ctx;
+        layer.forward(x.data(), ref.data(), n, mode, key, ctx);
+        layer.backward(x.data(), ref_back.data(), n, ctx);
+        const DeviceVec<float> d_x(x), d_y(x.size()), d_back(x.size()), d_inplace(x);
+        const kernels::DropoutView v = kernels::dropout_view(1, n, n, n, "test");
+        cuda::dropout_forward_device(layer, d_x.get(), d_y.get(), v, mode, key, stream());
+        cuda::dropout_backward_device(layer, d_x.get(), d_back.get(), v, mode, key, stream());
+        cuda::dropout_forward_device(layer, d_inplace.get(), d_inplace.get(), v, mode, key, stream());
+        EXPECT_TRUE(same_values(d_y.download(), ref));
+        EXPECT_TRUE(same_values(d_back.download(), ref_back));
+        EXPECT_TRUE(same_values(d_inplace.download(), ref));
+      }
+}
+
+TEST_F(KernelsNative, DropoutStridedViewAndGridStride) {
+  const DropoutKey key{3, 4};
+  const Dropout layer(0.3f, 12);
+  const long long rows = 37, d = 45, ld = 3 * d, col0 = d;
+  const std::vector<float> x = uniform_values(static_cast<size_t>(rows * ld), -3, 3, 8);
+  std::vector<float> block(static_cast<size_t>(rows * d)), ref(block.size());
+  for (long long r = 0; r < rows; ++r)
+    for (long long c = 0; c < d; ++c) block[static_cast<size_t>(r * d + c)] = x[static_cast<size_t>(r * ld + col0 + c)];
+  DropoutContext ctx;
+  layer.forward(block.data(), ref.data(), rows * d, Mode::Train, key, ctx);
+  std::vector<float> want = x;
+  for (long long r = 0; r < rows; ++r)
+    for (long long c = 0; c < d; ++c) want[static_cast<size_t>(r * ld + col0 + c)] = ref[static_cast<size_t>(r * d + c)];
+  const DeviceVec<float> d_x(x), d_y(x);
+  cuda::dropout_forward_device(layer, d_x.get() + col0, d_y.get() + col0, kernels::dropout_view(rows, d, ld, ld, "test"),
+                               Mode::Train, key, stream());
+  EXPECT_TRUE(same_values(d_y.download(), want));
+
+  const long long n = kernels::kElementwiseMaxBlocks * kernels::kElementwiseThreads + 777;
+  const Dropout wide(0.2f, 1);
+  const std::vector<float> xs = uniform_values(static_cast<size_t>(n), -3, 3, 3);
+  std::vector<float> ref_wide(xs.size());
+  wide.forward(xs.data(), ref_wide.data(), n, Mode::Train, DropoutKey{1, 1}, ctx);
+  const DeviceVec<float> d_xs(xs), d_ys(xs.size());
+  cuda::dropout_forward_device(wide, d_xs.get(), d_ys.get(), kernels::dropout_view(1, n, n, n, "test"), Mode::Train,
+                               DropoutKey{1, 1}, stream());
+  EXPECT_TRUE(same_values(d_ys.download(), ref_wide));
+}
+
+// ---- Adam (test_kernels_adam.cpp) ----
+
+ParamStore adam_store(uint64_t seed) {
+  ParamStore ps;
+  ps.add("a.weight", {13, 21});
+  ps.add("a.bias", {13});
+  ps.add("frozen.weight", {5, 7});
+  ps.add("b.weight", {40, 31});
+  ps.add("b.bias", {1});
+  ps.add("tail.frozen", {9});
+  ps.set_trainable("frozen.", false);
+  ps.set_trainable("tail.", false);
+  Rng rng(seed);
+  for (const ParamInfo& p : ps.infos())
+    for (size_t i = 0; i < p.size; ++i) ps.values()[p.offset + i] = static_cast<float>(rng.normal());
+  return ps;
+}
+
+// A parameter store's trainable spans with their bounds table on the device.
+struct DeviceSpans {
+  std::vector<long long> bounds;
+  std::unique_ptr<DeviceVec<long long>> d_bounds;
+  kernels::ArenaSpans view;
+  explicit DeviceSpans(const ParamStore& ps) {
+    long long longest = 0;
+    bounds = kernels::arena_span_bounds(ps, &longest);
+    d_bounds = std::make_unique<DeviceVec<long long>>(bounds);
+    view = {d_bounds->get(), static_cast<int>(bounds.size() / 2), longest};
+  }
+};
+
+void adam_bit_identical(const AdamConfig& config, int steps, double grad_scale) {
+  ParamStore cpu = adam_store(3);
+  Adam adam(cpu, config);
+  const std::vector<float> start = cpu.values();
+  const DeviceSpans spans(cpu);
+  ASSERT_EQ(spans.view.count, 2);
+  const DeviceVec<float> d_p(start), d_g(start.size()), d_m(std::vector<float>(start.size(), 0.0f)),
+      d_v(std::vector<float>(start.size(), 0.0f));
+  Rng rng(4);
+  for (int t = 1; t <= steps; ++t) {
+    SCOPED_TRACE("step " + std::to_string(t));
+    for (const ParamInfo& info : cpu.infos())
+      for (size_t i = 0; i < info.size; ++i) cpu.grads()[info.offset + i] = static_cast<float>(grad_scale * rng.normal());
+    d_g.upload(cpu.grads());
+    adam.step(cpu);
+    cuda::adam_step_device(d_p.get(), d_g.get(), d_m.get(), d_v.get(), spans.view, config, t, stream());
+    ASSERT_TRUE(same_values(d_p.download(), cpu.values()));
+    ASSERT_TRUE(same_values(d_m.download(), adam.state().m));
+    ASSERT_TRUE(same_values(d_v.download(), adam.state().v));
+  }
+  const std::vector<float> p = d_p.download();
+  for (const ParamInfo& info : cpu.infos()) {
+    if (info.trainable) continue;
+    for (size_t i = info.offset; i < info.offset + info.size; ++i) ASSERT_EQ(p[i], start[i]) << info.name;
+  }
+}
+
+TEST_F(KernelsNative, AdamStepsAreBitIdenticalToTheCpuOptimiser) {
+  adam_bit_identical(AdamConfig{}, 4, 1.0);
+  AdamConfig decay;
+  decay.weight_decay = 0.01;
+  decay.lr = 3e-3;
+  adam_bit_identical(decay, 3, 1.0);
+  AdamConfig betas;
+  betas.beta1 = 0.5;
+  betas.beta2 = 0.9;
+  betas.eps = 1e-6;
+  adam_bit_identical(betas, 3, 1e-5);
+  adam_bit_identical(AdamConfig{}, 2, 1e3);
+}
+
+TEST_F(KernelsNative, AdamLaterStepFromARestoredStateIsBitIdentical) {
+  ParamStore cpu = adam_store(5);
+  Adam adam(cpu, AdamConfig{});
+  Rng rng(6);
+  AdamState state;
+  state.step = 999;
+  for (size_t i = 0; i < cpu.values().size(); ++i) {
+    state.m.push_back(static_cast<float>(0.1 * rng.normal()));
+    state.v.push_back(static_cast<float>(0.01 * rng.uniform()));
+  }
+  adam.set_state(state);
+  for (float& g : cpu.grads()) g = static_cast<float>(rng.normal());
+  const DeviceSpans spans(cpu);
+  const DeviceVec<float> d_p(cpu.values()), d_g(cpu.grads()), d_m(state.m), d_v(state.v);
+  adam.step(cpu);
+  cuda::adam_step_device(d_p.get(), d_g.get(), d_m.get(), d_v.get(), spans.view, AdamConfig{}, 1000, stream());
+  EXPECT_TRUE(same_values(d_p.download(), cpu.values()));
+  EXPECT_TRUE(same_values(d_m.download(), adam.state().m));
+  EXPECT_TRUE(same_values(d_v.download(), adam.state().v));
+}
+
+// ---- gradient clipping (test_kernels_grad_clip.cpp) ----
+
+ParamStore clip_store(int64_t big, double scale, uint64_t seed) {
+  ParamStore ps;
+  ps.add("a.weight", {17, 3});
+  ps.add("frozen.weight", {4, 4});
+  ps.add("b.weight", {big});
+  ps.add("c.bias", {5});
+  ps.set_trainable("frozen.", false);
+  Rng rng(seed);
+  for (float& g : ps.grads()) g = 0.0f;
+  for (const ParamInfo& p : ps.infos())
+    for (size_t i = 0; i < p.size; ++i) ps.grads()[p.offset + i] = static_cast<float>(scale * rng.normal());
+  return ps;
+}
+
+TEST_F(KernelsNative, GradNormAndClipMatchTheCpu) {
+  struct Case {
+    int64_t big;
+    double grad_scale, max_norm;
+  };
+  for (const Case& c : {Case{1000, 1.0, 5.0}, Case{1000, 1.0, 1e4}, Case{300, 1e-3, 1e-2}, Case{70000, 1.0, 5.0}}) {
+    SCOPED_TRACE("span " + std::to_string(c.big) + ", max_norm " + std::to_string(c.max_norm));
+    ParamStore ps = clip_store(c.big, c.grad_scale, 7 + static_cast<uint64_t>(c.big));
+    const std::vector<float> start = ps.grads();
+    const DeviceSpans spans(ps);
+    const double cpu_norm = clip_grad_norm(ps, c.max_norm);
+    const double n = static_cast<double>(ps.num_parameters(true));
+    const DeviceVec<float> d_g(start);
+    const DeviceVec<double> d_partial(static_cast<size_t>(kernels::grad_norm_partial_count(spans.view)));
+    const DeviceVec<kernels::GradNormResult> d_result(1);
+    cuda::clip_grad_norm_device(d_g.get(), spans.view, c.max_norm, d_partial.get(), d_result.get(), stream());
+    const kernels::GradNormResult result = download_one(d_result);
+    EXPECT_NEAR(result.norm, cpu_norm, n * DBL_EPSILON * cpu_norm);
+    EXPECT_EQ(result.clip, c.max_norm / (cpu_norm + 1e-6) < 1.0 ? 1 : 0);
+    EXPECT_TRUE(same_values(d_g.download(), ps.grads()));
+    // Deterministic: a second run gives the same bits.
+    d_g.upload(start);
+    cuda::clip_grad_norm_device(d_g.get(), spans.view, c.max_norm, d_partial.get(), d_result.get(), stream());
+    const kernels::GradNormResult again = download_one(d_result);
+    EXPECT_EQ(std::memcmp(&again.sum_squares, &result.sum_squares, sizeof(double)), 0);
+  }
+}
+
+TEST_F(KernelsNative, GradNormOnlyLeavesGradientsAloneAndNoSpansGiveZero) {
+  ParamStore ps = clip_store(500, 2.0, 1);
+  const DeviceSpans spans(ps);
+  const DeviceVec<float> d_g(ps.grads());
+  const DeviceVec<double> d_partial(static_cast<size_t>(kernels::grad_norm_partial_count(spans.view)));
+  const DeviceVec<kernels::GradNormResult> d_result(1);
+  cuda::grad_norm_device(d_g.get(), spans.view, 0.0, d_partial.get(), d_result.get(), stream());
+  const kernels::GradNormResult result = download_one(d_result);
+  EXPECT_EQ(result.clip, 0);
+  EXPECT_TRUE(same_values(d_g.download(), ps.grads()));
+  EXPECT_NEAR(result.norm, clip_grad_norm(ps, 1e30), 600 * DBL_EPSILON * result.norm);
+
+  kernels::GradNormResult poisoned;
+  poisoned.norm = NAN;
+  const DeviceVec<kernels::GradNormResult> d_empty(std::vector<kernels::GradNormResult>{poisoned});
+  cuda::grad_norm_device(nullptr, {}, 5.0, d_partial.get(), d_empty.get(), stream());
+  const kernels::GradNormResult empty = download_one(d_empty);
+  EXPECT_EQ(empty.norm, 0.0);
+  EXPECT_EQ(empty.clip, 0);
+}
+
+TEST_F(KernelsNative, ClampByValueMatchesTheCpuIncludingNan) {
+  ParamStore ps = clip_store(777, 1e-3, 9);
+  ps.grads()[3] = NAN;
+  ps.grads()[4] = INFINITY;
+  ps.grads()[5] = -INFINITY;
+  const std::vector<float> start = ps.grads();
+  const DeviceSpans spans(ps);
+  clip_grad_value(ps, 1e-3f);
+  const DeviceVec<float> d_g(start);
+  cuda::clip_grad_value_device(d_g.get(), spans.view, 1e-3f, stream());
+  EXPECT_TRUE(same_values(d_g.download(), ps.grads()));
+}
+
+// ---- masked cross-entropy (test_kernels_cross_entropy.cpp) ----
+
+struct CrossEntropyRun {
+  kernels::CrossEntropyResult result;
+  std::vector<float> dlogits;
+};
+
+CrossEntropyRun cross_entropy_on_device(const Tensor& logits, const std::vector<int32_t>& targets, int heads) {
+  const std::vector<float> z(logits.data(), logits.data() + logits.size());
+  const DeviceVec<float> d_logits(z), d_dlogits(std::vector<float>(z.size(), NAN));
+  const DeviceVec<int32_t> d_targets(targets);
+  const DeviceVec<kernels::CrossEntropyPartial> d_partial(
+      static_cast<size_t>(kernels::cross_entropy_partial_count(logits.rows())));
+  const DeviceVec<kernels::CrossEntropyResult> d_result(1);
+  cuda::cross_entropy_device(d_logits.get(), d_targets.get(), logits.rows(), static_cast<int>(logits.cols()), heads,
+                             d_dlogits.get(), d_partial.get(), d_result.get(), stream());
+  CrossEntropyRun run;
+  run.result = download_one(d_result);
+  run.dlogits = d_dlogits.download();
+  return run;
+}
+
+// The SIMT test's bounds: the gradient within one float ulp (FLT_EPSILON |want| + FLT_MIN), the loss within
+// (rows + 1) DBL_EPSILON |loss| for the different summation order. On the host the kernel's per-row losses
+// come from the CPU's own exp and log; the device's double exp and log differ by up to 2 ulps (CUDA
+// Programming Guide, double-precision functions), so each row's log(sum) - (z_t - mx) may move by a few
+// DBL_EPSILON times its terms' size: 4 DBL_EPSILON (1 + log(cols) + max |z_t - mx|) is added.
+void check_cross_entropy(const Tensor& logits, const std::vector<int32_t>& targets, int heads, const std::string& what) {
+  SCOPED_TRACE(what);
+  Tensor ref_grad;
+  const LossResult ref = masked_cross_entropy(logits, targets.data(), heads, &ref_grad);
+  const CrossEntropyRun run = cross_entropy_on_device(logits, targets, heads);
+  const kernels::CrossEntropyResult& r = run.result;
+  EXPECT_EQ(r.bad_row, -1);
+  EXPECT_EQ(r.labelled, ref.labelled);
+  EXPECT_EQ(r.scored, ref.scored);
+  EXPECT_EQ(r.correct, ref.correct);
+  double spread = 0.0;  // max |z_j - z_k| within a row: bounds |z_t - mx|
+  for (int64_t row = 0; row < logits.rows(); ++row) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int64_t c = 0; c < logits.cols(); ++c) lo = std::min(lo, logits.row(row)[c]), hi = std::max(hi, logits.row(row)[c]);
+    spread = std::max(spread, static_cast<double>(hi) - lo);
+  }
+  const double library = 4 * DBL_EPSILON * (1.0 + std::log(static_cast<double>(logits.cols())) + spread);
+  if (std::isnan(ref.loss))
+    EXPECT_TRUE(std::isnan(r.loss)) << r.loss;
+  else
+    EXPECT_NEAR(r.loss, ref.loss, static_cast<double>(logits.rows() + 1) * DBL_EPSILON * std::fabs(ref.loss) + library);
+  for (size_t i = 0; i < run.dlogits.size(); ++i) {
+    const float want = ref_grad.data()[i];
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(run.dlogits[i])) << "element " << i << ": device " << run.dlogits[i] << ", cpu NaN";
+      continue;
+    }
+    ASSERT_LE(std::fabs(run.dlogits[i] - want), FLT_EPSILON * std::fabs(want) + FLT_MIN)
+        << "element " << i << ": device " << run.dlogits[i] << ", cpu " << want;
+  }
+  const CrossEntropyRun again = cross_entropy_on_device(logits, targets, heads);  // deterministic
+  EXPECT_EQ(std::memcmp(&again.result.loss_sum, &r.loss_sum, sizeof(double)), 0);
+}
+
+Tensor random_logits(int64_t rows, int cols, double scale, uint64_t seed) {
+  Tensor t(rows, cols);
+  Rng rng(seed);
+  for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = static_cast<float>(rng.uniform(-scale, scale));
+  return t;
+}
+
+std::vector<int32_t> random_targets(int64_t rows, int classes, double masked, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(rows));
+  for (int32_t& x : t) x = rng.uniform() < masked ? -1 : static_cast<int32_t>(rng.below(static_cast<uint64_t>(classes)));
+  return t;
+}
+
+TEST_F(KernelsNative, CrossEntropyMatchesTheCpuForHeadsRowCountsTiesAndExtremes) {
+  for (int64_t rows : {1, 255, 256, 257, 600})
+    for (int cols : {4, 6})
+      check_cross_entropy(random_logits(rows, cols, 3.0, 10 + static_cast<uint64_t>(rows)),
+                          random_targets(rows, cols, 0.2, 20 + static_cast<uint64_t>(rows)), 1,
+                          std::to_string(rows) + " rows, " + std::to_string(cols) + " classes");
+  for (int64_t rows : {1, 37, 300})
+    check_cross_entropy(random_logits(rows, 8, 2.0, 30 + static_cast<uint64_t>(rows)),
+                        random_targets(rows, 4, 0.3, 40 + static_cast<uint64_t>(rows)), 4,
+                        "binary4, " + std::to_string(rows) + " rows");
+  Tensor ties(3, 4), ties8(5, 8);
+  for (int64_t i = 0; i < ties.size(); ++i) ties.data()[i] = 1.5f;
+  for (int64_t i = 0; i < ties8.size(); ++i) ties8.data()[i] = -0.5f;
+  check_cross_entropy(ties, {0, 1, 3}, 1, "ties");
+  check_cross_entropy(ties8, {2, 2, 0, 1, 3}, 4, "binary4 ties");
+  check_cross_entropy(random_logits(40, 5, 3e4, 5), random_targets(40, 5, 0.1, 6), 1, "huge logits");
+  const Tensor logits = random_logits(20, 4, 1.0, 7);
+  check_cross_entropy(logits, std::vector<int32_t>(20, -1), 1, "all masked");
+  const CrossEntropyRun masked = cross_entropy_on_device(logits, std::vector<int32_t>(20, -1), 1);
+  EXPECT_EQ(masked.result.loss, 0.0);
+  for (float g : masked.dlogits) EXPECT_EQ(g, 0.0f);
+}
+
+TEST_F(KernelsNative, CrossEntropyHugeLogitsKeepLogSumExp) {
+  const std::vector<std::vector<float>> rows = {
+      {1e20f, 1e20f, -1e20f, 5.0f},  {-1e30f, -1e30f, -1e30f, -1e30f}, {1e30f, -1e30f, 1e30f, 1e30f},
+      {-1e20f, 1e20f, 1e20f, 1e20f}, {1e30f, 1e20f, -1e20f, 1e30f},    {-1e20f, -1e20f, -1e30f, -1e30f},
+      {3e20f, 3e20f, 3e20f, 0.0f},   {2.0f, -1e30f, -1e30f, 2.0f}};
+  const std::vector<int32_t> targets = {0, 2, 3, 1, 3, 1, 2, 0};
+  Tensor logits(static_cast<int64_t>(rows.size()), 4);
+  for (size_t r = 0; r < rows.size(); ++r) std::memcpy(logits.row(static_cast<int64_t>(r)), rows[r].data(), 16);
+  check_cross_entropy(logits, targets, 1, "ties at huge magnitudes");
+  const double expected = (4 * std::log(2.0) + std::log(4.0) + 3 * std::log(3.0)) / 8.0;  // log(k) per tie of k
+  const CrossEntropyRun run = cross_entropy_on_device(logits, targets, 1);
+  EXPECT_NEAR(run.result.loss, expected, 16 * DBL_EPSILON);
+  EXPECT_NEAR(run.dlogits[4 + 2], -0.75f / 8.0f, FLT_EPSILON);
+  Tensor mixed = random_logits(300, 5, 1.0, 11);
+  Rng rng(12);
+  for (int64_t i = 0; i < mixed.size(); ++i) {
+    const double u = rng.uniform();
+    mixed.data()[i] = u < 0.3 ? 1e30f : u < 0.5 ? -1e30f : u < 0.7 ? 1e20f : u < 0.8 ? -1e20f : mixed.data()[i];
+  }
+  check_cross_entropy(mixed, random_targets(300, 5, 0.1, 13), 1, "mixed 1e20 / 1e30 logits");
+  Tensor heads(4, 8);
+  const float pattern[8] = {1e30f, 1e30f, -1e30f, -1e30f, 1e20f, -1e20f, 1e30f, 1e30f};
+  for (int64_t r = 0; r < heads.rows(); ++r) std::memcpy(heads.row(r), pattern, sizeof pattern);
+  check_cross_entropy(heads, {0, 1, 2, 3}, 4, "binary4 heads tied at 1e30");
+}
+
+TEST_F(KernelsNative, CrossEntropyNanLogitsGiveNanLikeTheCpu) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor logits = random_logits(40, 4, 2.0, 14);
+  logits.row(3)[0] = nan;
+  logits.row(17)[2] = nan;
+  logits.row(30)[1] = -nan;
+  std::vector<int32_t> targets = random_targets(40, 4, 0.0, 15);
+  check_cross_entropy(logits, targets, 1, "NaN logits");
+  Tensor binary = random_logits(9, 8, 2.0, 16);
+  binary.row(4)[5] = nan;
+  check_cross_entropy(binary, random_targets(9, 4, 0.0, 17), 4, "binary4 NaN logit");
+  targets[3] = targets[17] = targets[30] = -1;
+  check_cross_entropy(logits, targets, 1, "NaN logits on masked rows");
+}
+
+TEST_F(KernelsNative, CrossEntropyInvalidTargetsAreReportedLikeTheCpu) {
+  const Tensor logits = random_logits(300, 4, 1.0, 8);
+  std::vector<int32_t> targets = random_targets(300, 4, 0.1, 9);
+  targets[270] = 4;
+  targets[281] = -2;
+  std::string cpu_message;
+  try {
+    masked_cross_entropy(logits, targets.data(), 1, nullptr);
+  } catch (const Error& e) {
+    cpu_message = e.what();
+  }
+  ASSERT_FALSE(cpu_message.empty());
+  const CrossEntropyRun run = cross_entropy_on_device(logits, targets, 1);
+  EXPECT_EQ(run.result.bad_row, 270);
+  try {
+    kernels::check_cross_entropy_result(run.result, 4, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), cpu_message);
+  }
+  for (float g : run.dlogits) EXPECT_EQ(g, 0.0f);
+}
+
+TEST_F(KernelsNative, CrossEntropyZeroRowsGiveAnEmptyResult) {
+  kernels::CrossEntropyResult poisoned;
+  poisoned.loss = NAN;
+  const DeviceVec<kernels::CrossEntropyResult> d_result(std::vector<kernels::CrossEntropyResult>{poisoned});
+  const DeviceVec<kernels::CrossEntropyPartial> d_partial(1);
+  cuda::cross_entropy_device(nullptr, nullptr, 0, 4, 1, nullptr, d_partial.get(), d_result.get(), stream());
+  const kernels::CrossEntropyResult r = download_one(d_result);
+  EXPECT_EQ(r.loss, 0.0);
+  EXPECT_EQ(r.scored, 0);
+  EXPECT_EQ(r.bad_row, -1);
+}
+
+// ---- LSTM cell (test_kernels_lstm_cell.cpp) ----
+
+struct CellStep {
+  int n, n_prev, h, ldh, ldy;
+};
+
+void check_cell_step(const CellStep& s, const std::vector<float>& gates_in) {
+  SCOPED_TRACE("n " + std::to_string(s.n) + ", n_prev " + std::to_string(s.n_prev) + ", h " + std::to_string(s.h) +
+               ", ldh " + std::to_string(s.ldh));
+  const size_t nh = static_cast<size_t>(s.n) * s.h;
+  const std::vector<float> bias = uniform_values(4 * static_cast<size_t>(s.h), -0.5, 0.5, 1);
+  const std::vector<float> c_prev = uniform_values(static_cast<size_t>(s.n_prev) * s.h, -2.0, 2.0, 2);
+  const std::vector<float> dy = uniform_values(static_cast<size_t>(s.n) * s.ldy, -1.0, 1.0, 3);
+  const std::vector<float> dh_rec = uniform_values(nh, -1.0, 1.0, 4);
+  const std::vector<float> dc_in = uniform_values(nh, -1.0, 1.0, 5);
+  std::vector<float> gates = gates_in, c(nh), tanh_c(nh), h_out(static_cast<size_t>(s.n) * s.ldh, -7.0f);
+  detail::lstm_cell_forward(s.n, s.n_prev, s.h, bias.data(), gates.data(), c_prev.data(), c.data(), tanh_c.data(),
+                            h_out.data(), s.ldh);
+  std::vector<float> dc = dc_in, dgates(gates.size());
+  detail::lstm_cell_backward(s.n, s.n_prev, s.h, gates.data(), c_prev.data(), tanh_c.data(), dy.data(), s.ldy,
+                             dh_rec.data(), dc.data(), dgates.data());
+  const DeviceVec<float> d_bias(bias), d_gates(gates_in), d_c_prev(c_prev), d_c(nh), d_tanh_c(nh),
+      d_h(std::vector<float>(h_out.size(), -7.0f));
+  cuda::lstm_cell_forward_device(s.n, s.n_prev, s.h, d_bias.get(), d_gates.get(), d_c_prev.get(), d_c.get(),
+                                 d_tanh_c.get(), d_h.get(), s.ldh, stream());
+  EXPECT_TRUE(same_values(d_gates.download(), gates));
+  EXPECT_TRUE(same_values(d_c.download(), c));
+  EXPECT_TRUE(same_values(d_tanh_c.download(), tanh_c));
+  EXPECT_TRUE(same_values(d_h.download(), h_out));  // the padding between rows of h_out untouched
+  const DeviceVec<float> d_acts(gates), d_ctc(tanh_c), d_dy(dy), d_dh(dh_rec), d_dc(dc_in), d_dgates(gates.size());
+  cuda::lstm_cell_backward_device(s.n, s.n_prev, s.h, d_acts.get(), d_c_prev.get(), d_ctc.get(), d_dy.get(), s.ldy,
+                                  d_dh.get(), d_dc.get(), d_dgates.get(), stream());
+  EXPECT_TRUE(same_values(d_dc.download(), dc));
+  EXPECT_TRUE(same_values(d_dgates.download(), dgates));
+}
+
+TEST_F(KernelsNative, LstmCellStepsAreBitIdenticalToTheCpuCell) {
+  const std::vector<CellStep> steps = {{1, 1, 1, 1, 1}, {1, 0, 37, 37, 37}, {7, 4, 5, 5, 5}, {33, 33, 37, 74, 40},
+                                       {10, 6, 300, 600, 300}};
+  for (const CellStep& s : steps)
+    check_cell_step(s, uniform_values(static_cast<size_t>(s.n) * 4 * s.h, -4.0, 4.0, 10 + static_cast<uint64_t>(s.h)));
+}
+
+TEST_F(KernelsNative, LstmCellExtremePreActivationsAreBitIdentical) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> special = {0.0f,   -0.0f,  0.624f, 0.625f, -0.626f, 79.9f, 80.0f, 81.0f, -85.0f, 1e30f,
+                                      -1e30f, inf,    -inf,   1e-40f, -1e-40f, 3.0f,  -3.0f, 40.0f, -40.0f, nan};
+  const int h = 23, n = 9;
+  std::vector<float> gates(static_cast<size_t>(n) * 4 * h);
+  for (size_t i = 0; i < gates.size(); ++i) gates[i] = special[(i * 7) % special.size()];
+  check_cell_step({n, 5, h, h, h}, gates);
+}
+
+// ---- MMA attention: shared tolerance (test_kernels_mma.cpp, test_kernels_attention.cpp) ----
+
+// |device - cpu| <= 4 L eps max|cpu| for a path with reductions of total length L; NaN anywhere fails.
+void expect_close(const std::vector<float>& got, const float* ref, size_t n, double length, const std::string& what) {
+  ASSERT_EQ(got.size(), n) << what;
+  double scale = 0.0, worst = 0.0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; ++i) scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
+  for (size_t i = 0; i < n; ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    if (!(err <= worst)) worst = err, at = i;
+  }
+  const double tol = 4.0 * length * kFloatEps * scale;
+  EXPECT_TRUE(worst <= tol) << what << ": max error " << worst << " at element " << at << " (device " << got[at]
+                            << ", cpu " << ref[at] << "), tolerance " << tol;
+}
+void expect_close(const std::vector<float>& got, const std::vector<float>& ref, double length, const std::string& what) {
+  expect_close(got, ref.data(), ref.size(), length, what);
+}
+
+void expect_finite(const std::vector<float>& v, const std::string& what) {
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_TRUE(std::isfinite(v[i])) << what << " element " << i;
+}
+
+void scale_parameters(ParamStore& ps, const std::vector<std::string>& prefixes, float factor) {
+  for (const ParamInfo& info : ps.infos())
+    for (const std::string& prefix : prefixes)
+      if (info.name.rfind(prefix, 0) == 0)
+        for (size_t i = 0; i < info.size; ++i) ps.values()[info.offset + i] *= factor;
+}
+
+// ---- unfused attention (test_kernels_attention.cpp) ----
+
+struct AttentionCase {
+  int modalities;
+  MmaScore score;
+  MmaSkip skip;
+  Mode mode;
+  int64_t rows;
+  int d;
+  float qk_scale = 1.0f;
+};
+
+void run_attention_case(const AttentionCase& c) {
+  SCOPED_TRACE(std::to_string(c.modalities) + " modalities, " + (c.score == MmaScore::Cosine ? "cosine" : "scaled") +
+               "/" + (c.skip == MmaSkip::Concat ? "concat" : "residual") + "/" +
+               (c.mode == Mode::Train ? "train" : "eval") + ", rows " + std::to_string(c.rows) + ", d " +
+               std::to_string(c.d) + ", q/k scale " + std::to_string(c.qk_scale));
+  constexpr uint64_t kSlotBase = 100;
+  const int mc = c.modalities, d = c.d;
+  const int64_t rows = c.rows;
+  const size_t n = static_cast<size_t>(rows) * mc * d;
+  const std::vector<std::string> all_names = {"audio", "visual", "text", "face", "gesture"};
+  MmaConfig cfg;
+  for (int m = 0; m < mc; ++m) cfg.modalities.push_back(all_names[m]), cfg.dims.push_back(3 + 4 * m);
+  cfg.d_model = d;
+  cfg.dropout = 0.3f;
+  cfg.score = c.score;
+  cfg.skip = c.skip;
+  ParamStore ps;
+  Mma mma(ps, "m.", cfg, kSlotBase);
+  Rng rng(31 + static_cast<uint64_t>(rows) + static_cast<uint64_t>(mc) * 1000);
+  mma.init(ps, rng);
+  if (c.qk_scale != 1.0f) scale_parameters(ps, {"m.q.", "m.k."}, c.qk_scale);
+  std::vector<Tensor> x;
+  std::vector<const float*> ptrs;
+  for (int dim : cfg.dims) {
+    Tensor t(rows, dim);
+    for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = static_cast<float>(rng.uniform(-2, 2));
+    x.push_back(std::move(t));
+  }
+  for (const Tensor& t : x) ptrs.push_back(t.data());
+  const DropoutKey key{77, 3};
+  MmaContext ctx;
+  Tensor out;
+  mma.forward(ps, rows, ptrs.data(), out, c.mode, key, ctx);
+  Tensor dout(rows, mma.output_dim());
+  for (int64_t i = 0; i < dout.size(); ++i) dout.data()[i] = static_cast<float>(rng.uniform(-1, 1));
+  ps.zero_grads();
+  mma.backward(ps, rows, ptrs.data(), dout, nullptr, ctx);
+
+  const auto weight = [&](const char* which, int m) {
+    return ps.value(ps.find("m." + std::string(which) + cfg.modalities[m] + ".weight"));
+  };
+  const auto bias = [&](const char* which, int m) {
+    return ps.value(ps.find("m." + std::string(which) + cfg.modalities[m] + ".bias"));
+  };
+  const char* kWhich[3] = {"q.", "k.", "v."};
+  // The unfused path's projections by our CPU GEMM (cuBLAS on the GPU), as the SIMT test.
+  const std::vector<float> xhat = test::concat_modalities(ctx.xhat, rows, d);
+  std::vector<float> proj[3];
+  for (int i = 0; i < 3; ++i) {
+    proj[i].assign(n, 0.0f);
+    for (int m = 0; m < mc; ++m) {
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(&proj[i][static_cast<size_t>((r * mc + m) * d)], bias(kWhich[i], m), d * sizeof(float));
+      gemm(false, true, static_cast<int>(rows), d, d, 1.0f, xhat.data() + m * d, mc * d, weight(kWhich[i], m), d, 1.0f,
+           proj[i].data() + m * d, mc * d);
+    }
+  }
+  const kernels::MmaShape s = kernels::mma_shape(rows, mc, d, c.score, c.skip, cfg.dropout, c.mode, key, kSlotBase);
+  const double fwd = 2.0 * d + mc, bwd = fwd + 2.0 * d + 2 * mc;
+  const std::vector<float> dout_v(dout.data(), dout.data() + dout.size());
+  const DeviceVec<float> d_xhat(xhat), d_q(proj[0]), d_k(proj[1]), d_v(proj[2]), d_dout(dout_v);
+  const DeviceVec<float> d_alpha(static_cast<size_t>(rows) * mc * mc), d_out(static_cast<size_t>(out.size()));
+  const DeviceVec<float> d_dq(n), d_dk(n), d_dv(n), d_dxhat(n);
+  cuda::attention_forward_device(d_xhat.get(), d_q.get(), d_k.get(), d_v.get(), s, d_alpha.get(), d_out.get(), stream());
+  cuda::attention_backward_device(d_q.get(), d_k.get(), d_v.get(), d_alpha.get(), d_dout.get(), s, d_dq.get(),
+                                  d_dk.get(), d_dv.get(), d_dxhat.get(), stream());
+  const std::vector<float> o = d_out.download(), alpha = d_alpha.download(), dq = d_dq.download(),
+                           dk = d_dk.download(), dv = d_dv.download();
+  std::vector<float> dxhat = d_dxhat.download();
+  for (const auto* v : {&o, &alpha, &dq, &dk, &dv}) expect_finite(*v, "attention output");
+  expect_finite(dxhat, "attention dxhat");
+  expect_close(o, out.data(), static_cast<size_t>(out.size()), fwd, "out");
+  expect_close(alpha, ctx.alpha.data(), static_cast<size_t>(ctx.alpha.size()), fwd, "alpha");
+  expect_close(dq, test::concat_modalities(ctx.dq, rows, d), bwd, "dq");
+  expect_close(dk, test::concat_modalities(ctx.dk, rows, d), bwd, "dk");
+  expect_close(dv, test::concat_modalities(ctx.dv, rows, d), bwd, "dv");
+  // The rest of the unfused backward by GEMM, then weight gradients and dxhat against the CPU layer.
+  const std::vector<float>* dys[3] = {&dq, &dk, &dv};
+  std::vector<float> grads(ps.grads().size(), 0.0f);
+  for (int i = 0; i < 3; ++i)
+    for (int m = 0; m < mc; ++m) {
+      gemm(false, false, static_cast<int>(rows), d, d, 1.0f, dys[i]->data() + m * d, mc * d, weight(kWhich[i], m), d,
+           1.0f, dxhat.data() + m * d, mc * d);
+      const int wid = ps.find("m." + std::string(kWhich[i]) + cfg.modalities[m] + ".weight");
+      const int bid = ps.find("m." + std::string(kWhich[i]) + cfg.modalities[m] + ".bias");
+      gemm(true, false, d, d, static_cast<int>(rows), 1.0f, dys[i]->data() + m * d, mc * d, xhat.data() + m * d, mc * d,
+           0.0f, grads.data() + ps.info(wid).offset, d);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int j = 0; j < d; ++j)
+          grads[ps.info(bid).offset + j] += (*dys[i])[static_cast<size_t>((r * mc + m) * d + j)];
+      for (int id : {wid, bid}) {
+        const ParamInfo& info = ps.info(id);
+        expect_close(std::vector<float>(grads.begin() + info.offset, grads.begin() + info.offset + info.size),
+                     ps.grad(id), info.size, bwd + rows, info.name);
+      }
+    }
+  std::vector<Tensor> masked(static_cast<size_t>(mc));
+  for (int m = 0; m < mc; ++m) {
+    masked[m].resize(rows, d);
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(masked[m].row(r), &dxhat[static_cast<size_t>((r * mc + m) * d)], d * sizeof(float));
+    Dropout(cfg.dropout, kSlotBase + m).backward(masked[m].data(), masked[m].data(), masked[m].size(), {c.mode, key});
+    relu_backward(ctx.xhat[m].data(), masked[m].data(), masked[m].data(), masked[m].size());
+  }
+  expect_close(test::concat_modalities(masked, rows, d), test::concat_modalities(ctx.dxhat, rows, d), bwd + mc * d,
+               "dxhat");
+  // No atomics, fixed reduction orders: a second run gives the same bits.
+  cuda::attention_forward_device(d_xhat.get(), d_q.get(), d_k.get(), d_v.get(), s, d_alpha.get(), d_out.get(), stream());
+  EXPECT_TRUE(identical(d_out.download(), o));
+}
+
+TEST_F(KernelsNative, AttentionUnfusedMatchesTheCpuLayer) {
+  for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine})
+    for (MmaSkip skip : {MmaSkip::Residual, MmaSkip::Concat})
+      for (Mode mode : {Mode::Eval, Mode::Train}) run_attention_case({3, score, skip, mode, 21, 45});
+  run_attention_case({1, MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 9, 20});
+  run_attention_case({2, MmaScore::ScaledDot, MmaSkip::Concat, Mode::Train, 17, 33});
+  run_attention_case({5, MmaScore::Cosine, MmaSkip::Concat, Mode::Train, 9, 31});
+  run_attention_case({3, MmaScore::ScaledDot, MmaSkip::Residual, Mode::Train, 1, 150});
+  run_attention_case({3, MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 9, 200});
+}
+
+TEST_F(KernelsNative, AttentionHugeQueriesAndKeysStayFiniteLikeTheCpu) {
+  for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine}) {
+    run_attention_case({3, score, MmaSkip::Residual, Mode::Train, 9, 45, 2e19f});
+    run_attention_case({2, score, MmaSkip::Concat, Mode::Train, 9, 150, 2e19f});
+  }
+}
+
+// ---- fused MMA (test_kernels_mma.cpp) ----
+
+struct MmaCase {
+  MmaScore score;
+  MmaSkip skip;
+  Mode mode;
+  int64_t rows;
+  int d;
+};
+
+// The CPU layer's forward and backward on random inputs, as the SIMT test builds them.
+struct MmaCpuRun {
+  static constexpr uint64_t kSlotBase = 40;
+  MmaConfig cfg;
+  ParamStore ps;
+  Mma mma;
+  MmaContext ctx;
+  Tensor out, dout;
+  std::vector<float> xhat, grad_start;
+  kernels::MmaShape shape;
+  DropoutKey key{1234, 17};
+
+  MmaCpuRun(const MmaCase& s, uint64_t seed, const std::function<void(ParamStore&)>& tweak = {}) {
+    cfg.modalities = {"audio", "visual", "text"};
+    cfg.dims = {7, 12, 5};
+    cfg.d_model = s.d;
+    cfg.dropout = 0.25f;
+    cfg.score = s.score;
+    cfg.skip = s.skip;
+    mma = Mma(ps, "mma.", cfg, kSlotBase);
+    Rng rng(seed);
+    mma.init(ps, rng);
+    if (tweak) tweak(ps);
+    std::vector<Tensor> x;
+    std::vector<const float*> ptrs;
+    for (int dim : cfg.dims) {
+      Tensor t(s.rows, dim);
+      for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = static_cast<float>(rng.uniform(-2, 2));
+      x.push_back(std::move(t));
+    }
+    for (const Tensor& t : x) ptrs.push_back(t.data());
+    mma.forward(ps, s.rows, ptrs.data(), out, s.mode, key, ctx);
+    xhat = test::concat_modalities(ctx.xhat, s.rows, s.d);
+    dout.resize(s.rows, mma.output_dim());
+    for (int64_t i = 0; i < dout.size(); ++i) dout.data()[i] = static_cast<float>(rng.uniform(-1, 1));
+    for (float& g : ps.grads()) g = static_cast<float>(rng.uniform(-0.5, 0.5));
+    grad_start = ps.grads();
+    if (s.mode == Mode::Train) mma.backward(ps, s.rows, ptrs.data(), dout, nullptr, ctx);
+    shape = kernels::mma_shape(s.rows, 3, s.d, s.score, s.skip, cfg.dropout, s.mode, key, kSlotBase);
+  }
+};
+
+struct MmaDeviceRun {
+  std::vector<float> q, k, v, alpha, out, dq, dk, dv, dxhat, grads;
+  bool operator==(const MmaDeviceRun& o) const {
+    return identical(q, o.q) && identical(k, o.k) && identical(v, o.v) && identical(alpha, o.alpha) &&
+           identical(out, o.out) && identical(dq, o.dq) && identical(dk, o.dk) && identical(dv, o.dv) &&
+           identical(dxhat, o.dxhat) && identical(grads, o.grads);
+  }
+};
+
+MmaDeviceRun mma_on_device(MmaCpuRun& cpu, bool backward) {
+  const kernels::MmaShape& s = cpu.shape;
+  const size_t rows = static_cast<size_t>(s.rows), md = static_cast<size_t>(3 * s.d);
+  const DeviceVec<float> d_values(cpu.ps.values()), d_grads(cpu.grad_start), d_xhat(cpu.xhat);
+  const std::vector<float> dout(cpu.dout.data(), cpu.dout.data() + cpu.dout.size());
+  const DeviceVec<float> d_dout(dout);
+  kernels::MmaWeights w;
+  kernels::MmaWeightGrads g;
+  kernels::mma_param_pointers(cpu.ps, "mma.", cpu.cfg.modalities, d_values.get(), d_grads.get(), &w, &g);
+  const DeviceVec<float> d_alpha(rows * 9), d_out(rows * static_cast<size_t>(cpu.mma.output_dim()));
+  const DeviceVec<float> d_q(rows * md), d_k(rows * md), d_v(rows * md), d_dq(rows * md), d_dk(rows * md),
+      d_dv(rows * md), d_dxhat(rows * md);
+  cuda::mma_fused_forward_device(d_xhat.get(), w, s, backward ? d_q.get() : nullptr, backward ? d_k.get() : nullptr,
+                                 backward ? d_v.get() : nullptr, d_alpha.get(), d_out.get(), stream());
+  MmaDeviceRun run;
+  run.alpha = d_alpha.download();
+  run.out = d_out.download();
+  if (!backward) return run;
+  cuda::mma_fused_backward_device(d_q.get(), d_k.get(), d_v.get(), d_alpha.get(), d_dout.get(), w, s, d_dq.get(),
+                                  d_dk.get(), d_dv.get(), d_dxhat.get(), stream());
+  cuda::mma_weight_grad_device(d_xhat.get(), d_dq.get(), d_dk.get(), d_dv.get(), g, s.rows, 3, s.d, stream());
+  run.q = d_q.download(), run.k = d_k.download(), run.v = d_v.download();
+  run.dq = d_dq.download(), run.dk = d_dk.download(), run.dv = d_dv.download(), run.dxhat = d_dxhat.download();
+  run.grads = d_grads.download();
+  return run;
+}
+
+// As the SIMT test's check_against_cpu.
+void check_mma_against_cpu(const MmaCase& setup, MmaCpuRun& cpu, const MmaDeviceRun& k) {
+  const int d = setup.d;
+  const int64_t rows = setup.rows;
+  const double fwd = 2.0 * d + 3;
+  for (const auto* v : {&k.out, &k.alpha, &k.dq, &k.dk, &k.dv, &k.dxhat}) expect_finite(*v, "fused output");
+  expect_close(k.out, cpu.out.data(), static_cast<size_t>(cpu.out.size()), fwd, "out");
+  expect_close(k.alpha, cpu.ctx.alpha.data(), static_cast<size_t>(cpu.ctx.alpha.size()), fwd, "alpha");
+  if (setup.mode == Mode::Eval) return;
+  expect_close(k.q, test::concat_modalities(cpu.ctx.q, rows, d), d, "q");
+  expect_close(k.k, test::concat_modalities(cpu.ctx.k, rows, d), d, "k");
+  expect_close(k.v, test::concat_modalities(cpu.ctx.v, rows, d), d, "v");
+  const double bwd = fwd + 2.0 * d + 6;
+  expect_close(k.dq, test::concat_modalities(cpu.ctx.dq, rows, d), bwd, "dq");
+  expect_close(k.dk, test::concat_modalities(cpu.ctx.dk, rows, d), bwd, "dk");
+  expect_close(k.dv, test::concat_modalities(cpu.ctx.dv, rows, d), bwd, "dv");
+  const int width = cpu.mma.output_dim() / 3;
+  std::vector<Tensor> ref(3);
+  for (int m = 0; m < 3; ++m) {
+    ref[m].resize(rows, d);
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(ref[m].row(r), cpu.dout.row(r) + m * width, d * sizeof(float));
+    const char* which[3] = {"q.", "k.", "v."};
+    const std::vector<Tensor>* dys[3] = {&cpu.ctx.dq, &cpu.ctx.dk, &cpu.ctx.dv};
+    for (int i = 0; i < 3; ++i) {
+      const float* W = cpu.ps.value(cpu.ps.find("mma." + std::string(which[i]) + cpu.cfg.modalities[m] + ".weight"));
+      gemm(false, false, static_cast<int>(rows), d, d, 1.0f, (*dys[i])[m].data(), d, W, d, 1.0f, ref[m].data(), d);
+    }
+  }
+  expect_close(k.dxhat, test::concat_modalities(ref, rows, d), bwd + 3.0 * d, "dxhat");
+  std::vector<Tensor> masked(3);
+  for (int m = 0; m < 3; ++m) {
+    masked[m].resize(rows, d);
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(masked[m].row(r), &k.dxhat[static_cast<size_t>((r * 3 + m) * d)], d * sizeof(float));
+    const Dropout drop(cpu.cfg.dropout, MmaCpuRun::kSlotBase + m);
+    drop.backward(masked[m].data(), masked[m].data(), masked[m].size(), DropoutContext{setup.mode, cpu.key});
+    relu_backward(cpu.ctx.xhat[m].data(), masked[m].data(), masked[m].data(), masked[m].size());
+  }
+  expect_close(test::concat_modalities(masked, rows, d), test::concat_modalities(cpu.ctx.dxhat, rows, d),
+               bwd + 3.0 * d, "masked dxhat");
+  for (const char* which : {"q.", "k.", "v."})
+    for (const std::string& mod : cpu.cfg.modalities)
+      for (const char* part : {"weight", "bias"}) {
+        const std::string name = "mma." + std::string(which) + mod + "." + part;
+        const ParamInfo& info = cpu.ps.info(cpu.ps.find(name));
+        const std::vector<float> got(k.grads.begin() + static_cast<ptrdiff_t>(info.offset),
+                                     k.grads.begin() + static_cast<ptrdiff_t>(info.offset + info.size));
+        expect_close(got, cpu.ps.grads().data() + info.offset, info.size, bwd + static_cast<double>(rows), name);
+      }
+  for (const ParamInfo& info : cpu.ps.infos()) {
+    if (info.name.rfind("mma.std.", 0) != 0) continue;
+    for (size_t i = info.offset; i < info.offset + info.size; ++i) ASSERT_EQ(k.grads[i], cpu.grad_start[i]) << info.name;
+  }
+}
+
+void run_mma_case(const MmaCase& setup, const std::function<void(ParamStore&)>& tweak = {}) {
+  SCOPED_TRACE(std::string(setup.score == MmaScore::Cosine ? "cosine" : "scaled_dot") + "/" +
+               (setup.skip == MmaSkip::Concat ? "concat" : "residual") + "/" +
+               (setup.mode == Mode::Train ? "train" : "eval") + ", rows " + std::to_string(setup.rows) + ", d " +
+               std::to_string(setup.d));
+  MmaCpuRun cpu(setup, 1000 + static_cast<uint64_t>(setup.rows) * 7 + static_cast<uint64_t>(setup.d), tweak);
+  const bool backward = setup.mode == Mode::Train;
+  const MmaDeviceRun first = mma_on_device(cpu, backward);
+  check_mma_against_cpu(setup, cpu, first);
+  EXPECT_TRUE(mma_on_device(cpu, backward) == first) << "two runs differ";  // no atomics: deterministic
+}
+
+TEST_F(KernelsNative, MmaFusedMatchesTheCpuLayerForAllScoresSkipsAndModes) {
+  for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine})
+    for (MmaSkip skip : {MmaSkip::Residual, MmaSkip::Concat})
+      for (Mode mode : {Mode::Eval, Mode::Train}) run_mma_case({score, skip, mode, 19, 37});
+}
+
+TEST_F(KernelsNative, MmaFusedMatchesTheCpuLayerAtPaperAndEdgeWidths) {
+  for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine})
+    for (MmaSkip skip : {MmaSkip::Residual, MmaSkip::Concat}) run_mma_case({score, skip, Mode::Train, 1, 150});
+  run_mma_case({MmaScore::ScaledDot, MmaSkip::Residual, Mode::Train, 35, 150});
+  run_mma_case({MmaScore::Cosine, MmaSkip::Concat, Mode::Eval, 35, 150});
+  run_mma_case({MmaScore::ScaledDot, MmaSkip::Residual, Mode::Train, 17, 1});
+  for (int d : {2, 32, 64, 65, 160}) run_mma_case({MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 17, d});
+}
+
+TEST_F(KernelsNative, MmaFusedCosineWithAZeroQueryStaysFinite) {
+  const MmaCase setup{MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 3, 20};
+  MmaCpuRun cpu(setup, 77, [](ParamStore& ps) { scale_parameters(ps, {"mma.q.text."}, 0.0f); });
+  const MmaDeviceRun k = mma_on_device(cpu, true);
+  for (int64_t r = 0; r < setup.rows; ++r)
+    for (int n = 0; n < 3; ++n) EXPECT_FLOAT_EQ(k.alpha[static_cast<size_t>(r * 9 + 6 + n)], 1.0f / 3.0f);
+  check_mma_against_cpu(setup, cpu, k);
+}
+
+TEST_F(KernelsNative, MmaFusedHugeQueriesAndKeysStayFiniteLikeTheCpu) {
+  const auto scale_qk = [](ParamStore& ps) { scale_parameters(ps, {"mma.q.", "mma.k."}, 2e19f); };
+  for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine}) {
+    run_mma_case({score, MmaSkip::Residual, Mode::Train, 19, 37}, scale_qk);
+    run_mma_case({score, MmaSkip::Concat, Mode::Train, 3, 150}, scale_qk);
+  }
+}
+
+// A larger batch than the SIMT tests can afford (fibers cost ~1 us a switch): 40 blocks of rows.
+TEST_F(KernelsNative, MmaFusedMatchesTheCpuLayerOnAFullBatch) {
+#ifdef MMAN_DEVICE_EMULATION
+  GTEST_SKIP() << "a device's batch: ~13 s through the SIMT layer, whose tests cover these blocks' shapes";
+#endif
+  run_mma_case({MmaScore::ScaledDot, MmaSkip::Residual, Mode::Train, 640, 150});
+}
+
+// ---- the SIMT layer's example kernels (test_simt.cpp: SimtKernels.*) ----
+
+TEST_F(KernelsNative, SumMatchesDoubleReferenceForManySizes) {
+  for (long long n : {0LL, 1LL, 31LL, 255LL, 256LL, 257LL, 1000LL, 4099LL, 256LL * 256 + 1000}) {
+    SCOPED_TRACE("n " + std::to_string(n));
+    const std::vector<float> x = uniform_values(static_cast<size_t>(n), -1, 1, 100 + static_cast<uint64_t>(n));
+    double ref = 0, abs_sum = 0;
+    for (float v : x) ref += v, abs_sum += std::fabs(v);
+    const DeviceVec<float> d_x(x), d_partial(static_cast<size_t>(cuda::sum_device_scratch(n))), d_out(1);
+    cuda::sum_device(d_x.get(), n, d_partial.get(), d_out.get(), stream());
+    const float out = download_one(d_out);
+    EXPECT_NEAR(out, ref, static_cast<double>(n) * kFloatEps * abs_sum);
+    cuda::sum_device(d_x.get(), n, d_partial.get(), d_out.get(), stream());
+    EXPECT_TRUE(same_bits(download_one(d_out), out));  // the association order is fixed by the code
+  }
+}
+
+TEST_F(KernelsNative, SoftmaxRowsMatchesDoubleReference) {
+  const std::vector<std::pair<int, int>> shapes = {{1, 1}, {3, 1}, {5, 7}, {4, 32}, {2, 33}, {3, 64},
+                                                   {2, 65}, {2, 256}, {3, 1000}, {2, 1041}};
+  for (const auto& [rows, cols] : shapes) {
+    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols));
+    const std::vector<float> x = uniform_values(static_cast<size_t>(rows) * cols, -4, 4, 17 + rows * 1000 + cols);
+    std::vector<double> ref(x.size());
+    for (int r = 0; r < rows; ++r) {
+      const float* xr = &x[static_cast<size_t>(r) * cols];
+      double m = -INFINITY, s = 0;
+      for (int c = 0; c < cols; ++c) m = std::max(m, static_cast<double>(xr[c]));
+      for (int c = 0; c < cols; ++c) s += std::exp(xr[c] - m);
+      for (int c = 0; c < cols; ++c) ref[static_cast<size_t>(r) * cols + c] = std::exp(xr[c] - m) / s;
+    }
+    const double tol = (cols + 3 * 8 + 2) * kFloatEps;
+    const DeviceVec<float> d_x(x), d_y(x.size());
+    cuda::softmax_rows_device(d_x.get(), d_y.get(), rows, cols, stream());
+    const std::vector<float> y = d_y.download();
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], tol * ref[i]) << "element " << i;
+    cuda::softmax_rows_device(d_x.get(), d_x.get(), rows, cols, stream());  // in place
+    EXPECT_TRUE(identical(d_x.download(), y));
+  }
+}
+
+#endif  // MMAN_WITH_CUDA
+
+}  // namespace
+}  // namespace mman
