@@ -108,6 +108,18 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const fl
   // packs its own panels (n*k floats in all, small next to the m*n*k multiply-adds) and
   // computes all m rows for them, so no block waits for another. The packing buffer is
   // the calling thread's and only ever grows.
+  // op(A) = A^T (weight gradients dY^T X) split over threads: transposed once into rows
+  // here, by the caller, rather than by every block of panels (the kernels transpose
+  // op(A) per block of rows, src/core/packed_gemm.cpp, which is best on one thread: the
+  // block stays in L2); the row kernels then run the same FMA chains (same bits).
+  thread_local std::vector<float> a_rows;
+  if (trans_a && team > 1) {
+    if (a_rows.size() < static_cast<size_t>(m) * k) a_rows.resize(static_cast<size_t>(m) * k);
+    detail::transpose(a, lda, k, m, a_rows.data(), k);
+    a = a_rows.data();
+    lda = k;
+    trans_a = false;
+  }
   thread_local std::vector<float> storage;
   if (storage.size() < detail::packed_size(k, n)) storage.resize(detail::packed_size(k, n));
   float* packed = storage.data();

@@ -486,6 +486,17 @@ void gemm_packed_panels(int m, int p0, int p1, const float* a, int lda, bool tra
   run(variant(), 0, m, a, lda, trans_a, sub, c + p0 * kP, ldc, accumulate);
 }
 
+void transpose(const float* src, long ld, int rows, int cols, float* dst, long ldd) {
+#ifdef MMAN_PACKED_X86
+  if (have_avx2()) {
+    transpose_avx2(src, ld, rows, cols, dst, ldd);
+    return;
+  }
+#endif
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) dst[static_cast<long>(j) * ldd + i] = src[static_cast<long>(i) * ld + j];
+}
+
 const char* packed_gemm_isa() { return variant().isa; }
 
 bool gemm_packed_variant(const char* isa, int m, const float* a, int lda, bool trans_a, const PackedMatrix& b,

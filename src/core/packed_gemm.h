@@ -44,6 +44,10 @@ void gemm_packed_rows(int r0, int r1, const float* a, int lda, bool trans_a, con
 void gemm_packed_panels(int m, int p0, int p1, const float* a, int lda, bool trans_a, const PackedMatrix& b,
                         float* c, int ldc, bool accumulate);
 
+// dst [cols x rows] (row stride ldd) = the transpose of src [rows x cols] (row stride ld):
+// 8 x 8 AVX2 register transposes where the CPU has them. Data movement only.
+void transpose(const float* src, long ld, int rows, int cols, float* dst, long ldd);
+
 // The instruction set the kernels dispatch to on this CPU ("avx512", "avx2" or "generic").
 const char* packed_gemm_isa();
 
