@@ -121,6 +121,44 @@ TEST(Checkpoint, RoundTripsParametersAndAttributes) {
   EXPECT_EQ(f.info("/out.bias").type.name(), "float32");
 }
 
+// The training data's standardisation travels with the model: written by name, read back
+// exactly, and a checkpoint that has it still loads its parameters (no "unexpected" group).
+TEST(Checkpoint, RoundTripsTheInputNormalization) {
+  test::TempDir dir;
+  ParamStore ps = small_store();
+  Rng rng(5);
+  randomize(ps.values(), ps, rng);
+  InputNormalization n;
+  n.modalities = {"audio", "visual"};
+  n.mean = {{1.5f, -2.0f, 1e3f}, {0.25f}};
+  n.stddev = {{0.5f, 3.0f, 120.0f}, {1.0f}};
+  const std::string path = dir.file("norm.h5");
+  write_checkpoint(path, ps, small_meta(), nullptr, &n);
+  InputNormalization back;
+  ASSERT_TRUE(read_checkpoint_normalization(path, &back));
+  EXPECT_EQ(back.modalities, n.modalities);
+  EXPECT_EQ(back.mean, n.mean);
+  EXPECT_EQ(back.stddev, n.stddev);
+  ParamStore loaded = small_store();
+  load_checkpoint(path, loaded, "clstm_speech");
+  EXPECT_EQ(loaded.values(), ps.values());
+
+  // Without one (any older or foreign file): false, and the output is untouched.
+  const std::string plain = write_small(dir);
+  InputNormalization untouched = n;
+  EXPECT_FALSE(read_checkpoint_normalization(plain, &untouched));
+  EXPECT_EQ(untouched.modalities, n.modalities);
+
+  // A deviation of zero cannot standardise anything: refused with the dataset named.
+  n.stddev[1][0] = 0.0f;
+  const std::string bad = dir.file("bad.h5");
+  write_checkpoint(bad, ps, small_meta(), nullptr, &n);
+  const std::string message = test::error_message([&] { read_checkpoint_normalization(bad, &back); });
+  EXPECT_NE(message.find(bad), std::string::npos) << message;
+  EXPECT_NE(message.find("/normalization/visual/std"), std::string::npos) << message;
+  EXPECT_NE(message.find("deviations must be finite and positive"), std::string::npos) << message;
+}
+
 TEST(Checkpoint, RoundTripsTrainState) {
   test::TempDir dir;
   ParamStore ps = small_store();

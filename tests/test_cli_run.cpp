@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "mman/cuda_info.h"
+#include "mman/data/dataset.h"
 #include "mman/exp/run_lock.h"
 #include "support/test_support.h"
 
@@ -298,6 +299,36 @@ TEST(CliRun, ASecondProcessOnTheSameRunDirectoryIsRefused) {
             std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(run + "/config.yaml"));
+}
+
+// eval applies the training statistics stored in the checkpoint, not statistics refitted on
+// the file it is given: a copy of the data whose training conversations are shifted scores the
+// test split exactly as the original does.
+TEST(CliRun, EvalUsesTheTrainingStatisticsStoredInTheCheckpoint) {
+  test::TempDir dir;
+  const std::string data = dir.file("synth.h5"), shifted = dir.file("shifted.h5"), run = dir.file("run");
+  ASSERT_EQ(test::run_command(exe() + " synth --preset iemocap --seed 0 --out " + data).exit_code, 0);
+  const test::CommandResult r = test::run_command(exe() + " run " + smoke() + " --out " + run + " --set data.file=" +
+                                                  data + " --set output.plots=false --threads 1 --backend cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  Dataset ds = read_dataset(data);
+  for (const std::string& id : ds.splits.at("train"))
+    for (int c = 0; c < ds.num_conversations(); ++c)
+      if (ds.conv_ids[static_cast<size_t>(c)] == id)
+        for (Tensor& f : ds.features)
+          for (int64_t row = ds.conv_offsets[static_cast<size_t>(c)]; row < ds.conv_offsets[static_cast<size_t>(c) + 1];
+               ++row)
+            for (int64_t j = 0; j < f.cols(); ++j) f.at(row, j) += 50.0f;
+  write_dataset(ds, shifted);
+  const std::string ckpt = run + "/checkpoints/seed0/clstm_mma.h5";
+  const test::CommandResult a = test::run_command(exe() + " eval " + ckpt + " --data " + data);
+  const test::CommandResult b = test::run_command(exe() + " eval " + ckpt + " --data " + shifted);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_NE(a.output.find("normalised with the training statistics stored in the checkpoint"), std::string::npos)
+      << a.output;
+  // Everything after the first line (which names the file) is the same: loss and metrics.
+  EXPECT_EQ(a.output.substr(a.output.find('\n')), b.output.substr(b.output.find('\n')));
 }
 
 }  // namespace

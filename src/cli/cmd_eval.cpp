@@ -49,7 +49,8 @@ int cmd_eval(const EvalArgs& args) {
   }
   const Metrics& m = e.metrics;
   fmt::print("{} ({} '{}') on {} split {}: {} scored utterances{}\n", args.checkpoint, s.meta.model_type,
-             s.meta.model_name, args.data, args.split, m.count, s.normalized ? " (normalised with its train split)" : "");
+             s.meta.model_name, args.data, args.split, m.count,
+             s.normalization.empty() ? std::string() : " (normalised " + s.normalization + ")");
   fmt::print("loss {:.4f}  WA {:.2f}%  UA {:.2f}%  macro F1 {:.2f}%  weighted F1 {:.2f}%\n", e.loss, 100 * m.accuracy,
              100 * m.unweighted_accuracy, 100 * m.macro_f1, 100 * m.weighted_f1);
   if (!m.heads.empty()) {

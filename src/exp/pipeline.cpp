@@ -199,7 +199,11 @@ ExperimentData load_experiment_data(const DataSettings& data) {
   } catch (const Error& e) {
     fail("data: {}: {}", d.description, e.what());
   }
-  if (data.normalize) Normalizer::fit(d.dataset, d.splits.train).apply(d.dataset);
+  if (data.normalize) {
+    const Normalizer n = Normalizer::fit(d.dataset, d.splits.train);
+    n.apply(d.dataset);
+    d.normalization = InputNormalization{d.dataset.modalities, n.mean, n.stddev};
+  }
   return d;
 }
 
@@ -392,7 +396,8 @@ int run_experiment(const RunOptions& opt) {
           meta.epoch = result.best_epoch;
           meta.seed = static_cast<uint64_t>(seed);
           meta.metrics = nlohmann::json{{"test", msr.test}, {"valid", msr.valid}}.dump();
-          write_checkpoint((fs::path(dir) / msr.checkpoint).string(), model->params(), meta);
+          write_checkpoint((fs::path(dir) / msr.checkpoint).string(), model->params(), meta, nullptr,
+                           &data.normalization);
         }
         ModelResults& mr = results.model(name, entry.model.type);
         mr.subnets = entry.subnet_names;

@@ -2,6 +2,8 @@
 #include "mman/exp/saved_model.h"
 
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <yaml-cpp/yaml.h>
 
 #include "mman/error.h"
@@ -9,6 +11,32 @@
 #include "mman/train/trainer.h"
 
 namespace mman {
+namespace {
+
+// The checkpoint's statistics applied by modality name. A modality of the file that the
+// training data did not have stays as it is (the model cannot read it: it was built on the
+// training data's modalities); one with another width is an error.
+void apply_stored_normalization(const InputNormalization& stored, Dataset& ds, const std::string& checkpoint) {
+  Normalizer n;
+  for (size_t m = 0; m < ds.modalities.size(); ++m) {
+    const size_t d = static_cast<size_t>(ds.dim(static_cast<int>(m)));
+    const auto it = std::find(stored.modalities.begin(), stored.modalities.end(), ds.modalities[m]);
+    if (it == stored.modalities.end()) {
+      n.mean.emplace_back(d, 0.0f);
+      n.stddev.emplace_back(d, 1.0f);
+      continue;
+    }
+    const size_t k = static_cast<size_t>(it - stored.modalities.begin());
+    if (stored.mean[k].size() != d)
+      fail("{}: /normalization/{}: statistics for {} features, but {} has {}", checkpoint, ds.modalities[m],
+           stored.mean[k].size(), ds.source, d);
+    n.mean.push_back(stored.mean[k]);
+    n.stddev.push_back(stored.stddev[k]);
+  }
+  n.apply(ds);
+}
+
+}  // namespace
 
 SavedModel load_saved_model(const std::string& checkpoint, Dataset& ds, const std::string& protocol_name) {
   SavedModel s;
@@ -54,8 +82,14 @@ SavedModel load_saved_model(const std::string& checkpoint, Dataset& ds, const st
     fail("{}: {}", ds.source, e.what());
   }
   if (cfg.data.normalize) {
-    Normalizer::fit(ds, s.splits.train).apply(ds);
-    s.normalized = true;
+    InputNormalization stored;
+    if (read_checkpoint_normalization(checkpoint, &stored)) {
+      apply_stored_normalization(stored, ds, checkpoint);
+      s.normalization = "with the training statistics stored in the checkpoint";
+    } else {
+      Normalizer::fit(ds, s.splits.train).apply(ds);
+      s.normalization = "with statistics fitted on this file's train split (the checkpoint stores none)";
+    }
   }
   try {
     s.model = make_model(entry->model, data_shape_of(ds, s.protocol));

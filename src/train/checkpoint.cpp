@@ -12,6 +12,7 @@ namespace mman {
 namespace {
 
 constexpr const char* kState = "/train_state";
+constexpr const char* kNormalization = "/normalization";
 
 h5::Shape shape_of(const ParamInfo& p) { return h5::Shape(p.shape.begin(), p.shape.end()); }
 
@@ -174,6 +175,52 @@ double double_attr(const h5::File& f, const char* name) {
   return f.read_double_attr(kState, name);
 }
 
+void write_normalization(h5::File& f, const InputNormalization& n) {
+  MMAN_CHECK(n.mean.size() == n.modalities.size() && n.stddev.size() == n.modalities.size(),
+             "{}: normalization: {} modalities with {} means and {} deviations", f.path(), n.modalities.size(),
+             n.mean.size(), n.stddev.size());
+  f.create_group(kNormalization);
+  for (size_t m = 0; m < n.modalities.size(); ++m) {
+    const std::string& name = n.modalities[m];
+    MMAN_CHECK(!name.empty() && name.find('/') == std::string::npos,
+               "{}: normalization: modality name '{}' cannot be stored as a group", f.path(), name);
+    MMAN_CHECK(n.mean[m].size() == n.stddev[m].size(), "{}: normalization of '{}': {} means and {} deviations",
+               f.path(), name, n.mean[m].size(), n.stddev[m].size());
+    const std::string g = std::string(kNormalization) + "/" + name;
+    f.create_group(g);
+    const h5::Shape shape{static_cast<int64_t>(n.mean[m].size())};
+    f.write_float32(g + "/mean", n.mean[m].data(), shape);
+    f.write_float32(g + "/std", n.stddev[m].data(), shape);
+  }
+}
+
+InputNormalization read_normalization(const h5::File& f) {
+  InputNormalization n;
+  for (const std::string& name : f.children(kNormalization)) {
+    const std::string g = std::string(kNormalization) + "/" + name;
+    if (!f.is_group(g)) f.fail(g, "expected a group with datasets mean and std");
+    std::vector<float> v[2];
+    const char* parts[2] = {"mean", "std"};
+    for (int i = 0; i < 2; ++i) {
+      const std::string path = g + "/" + parts[i];
+      if (!f.exists(path)) f.fail(path, "missing dataset");
+      const std::vector<double> d = f.read_float64(path, {h5::kAny});
+      for (size_t j = 0; j < d.size(); ++j)
+        if (!std::isfinite(d[j]) || (i == 1 && !(d[j] > 0)))
+          f.fail(path, fmt::format("value {} at index {}: {}", d[j], j,
+                                   i == 0 ? "means must be finite" : "deviations must be finite and positive"));
+      v[i].assign(d.begin(), d.end());
+    }
+    if (v[0].size() != v[1].size() || v[0].empty())
+      f.fail(g, fmt::format("mean has {} values and std {}; expected the same positive number", v[0].size(),
+                            v[1].size()));
+    n.modalities.push_back(name);
+    n.mean.push_back(std::move(v[0]));
+    n.stddev.push_back(std::move(v[1]));
+  }
+  return n;
+}
+
 TrainState read_state(const h5::File& f, const ParamStore& params) {
   if (!f.is_group(kState)) f.fail(kState, "missing group: the checkpoint has no trainer state to resume from");
   TrainState s;
@@ -216,10 +263,11 @@ TrainState read_state(const h5::File& f, const ParamStore& params) {
 }  // namespace
 
 void write_checkpoint(const std::string& path, const ParamStore& params, const CheckpointMeta& meta,
-                      const TrainState* state) {
+                      const TrainState* state, const InputNormalization* normalization) {
   MMAN_CHECK(!meta.model_type.empty(), "{}: cannot write a checkpoint without a model type", path);
   for (const ParamInfo& p : params.infos())
-    MMAN_CHECK(p.name != "train_state" && p.name != "params" && p.name.find('/') == std::string::npos,
+    MMAN_CHECK(p.name != "train_state" && p.name != "params" && p.name != "normalization" &&
+                   p.name.find('/') == std::string::npos,
                "{}: parameter name '{}' cannot be stored as a checkpoint dataset", path, p.name);
   h5::File f = h5::File::create(path);
   f.write_string_attr("/", "schema", kCheckpointSchema);
@@ -233,6 +281,7 @@ void write_checkpoint(const std::string& path, const ParamStore& params, const C
   f.write_string_attr("/", "mman_version", MMAN_VERSION);
   write_arena(f, "", params, params.values());
   if (state != nullptr) write_state(f, params, *state);
+  if (normalization != nullptr && !normalization->empty()) write_normalization(f, *normalization);
   f.commit();
 }
 
@@ -271,10 +320,10 @@ CheckpointMeta load_checkpoint_in_process(const std::string& path, ParamStore& p
   const std::string group = param_group(f);
   std::vector<float> values = read_arena(f, group, params, true);
   if (group.empty()) {
-    check_no_extras(f, "", params, {"train_state"});
+    check_no_extras(f, "", params, {"train_state", "normalization"});
   } else {
     check_no_extras(f, group, params, {});
-    check_no_extras(f, "", ParamStore(), {"train_state", "params"});
+    check_no_extras(f, "", ParamStore(), {"train_state", "params", "normalization"});
   }
   TrainState loaded;
   if (state != nullptr) loaded = read_state(f, params);
@@ -285,6 +334,19 @@ CheckpointMeta load_checkpoint_in_process(const std::string& path, ParamStore& p
 }
 
 }  // namespace
+
+bool read_checkpoint_normalization(const std::string& path, InputNormalization* out) {
+  auto read = [&](InputNormalization* into) {
+    const h5::File f = h5::File::open(path);
+    read_meta(f);
+    if (!f.is_group(kNormalization)) return false;
+    *into = read_normalization(f);
+    return true;
+  };
+  InputNormalization scratch;
+  h5::probe(path, [&] { read(&scratch); });
+  return read(out);
+}
 
 CheckpointMeta load_checkpoint(const std::string& path, ParamStore& params, const std::string& expected_type,
                                TrainState* state) {

@@ -6,6 +6,7 @@
 #include "mman/data/batch.h"
 #include "mman/data/dataset.h"
 #include "mman/data/protocol.h"
+#include "mman/train/checkpoint.h"
 #include "mman/exp/config.h"
 
 namespace mman {
@@ -35,6 +36,7 @@ struct ExperimentData {
   SplitIndices splits;
   std::string description;  // file path, or "synthetic iemocap (seed S)"
   bool synthetic = false;
+  InputNormalization normalization;  // the statistics applied (empty without normalize), stored in checkpoints
 };
 ExperimentData load_experiment_data(const DataSettings& data);
 

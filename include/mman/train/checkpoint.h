@@ -54,11 +54,26 @@ struct TrainState {
   bool stopped_early = false;
 };
 
+// The input standardisation a model was trained with (a run's `data.normalize: true`): per
+// modality, by name, the mean and deviation fitted on the training split. Stored under
+// /normalization/<modality>/mean and /std (float32 [d]), so that `eval` and `predict` apply the
+// training statistics to whatever file they read. Optional: files without it still load.
+struct InputNormalization {
+  std::vector<std::string> modalities;
+  std::vector<std::vector<float>> mean, stddev;  // [modality][d]; stddev > 0
+  bool empty() const { return modalities.empty(); }
+};
+
 // Writes params (every tensor, frozen ones included, as float32 [PyTorch shape] at
-// /<name>), the root attributes and, when given, /train_state. The file is written under
-// a temporary name and renamed into place, so `path` is never left half-written.
+// /<name>), the root attributes and, when given, /train_state and /normalization. The file
+// is written under a temporary name and renamed into place, so `path` is never left
+// half-written.
 void write_checkpoint(const std::string& path, const ParamStore& params, const CheckpointMeta& meta,
-                      const TrainState* state = nullptr);
+                      const TrainState* state = nullptr, const InputNormalization* normalization = nullptr);
+// Reads /normalization into *out and returns true; false (out unchanged) when the file has
+// none. Errors (another shape, mean and std of different lengths, a non-finite value, a
+// deviation <= 0) name the file and dataset.
+bool read_checkpoint_normalization(const std::string& path, InputNormalization* out);
 
 // Reads and checks the root attributes (schema and model_type present, schema right).
 CheckpointMeta read_checkpoint_meta(const std::string& path);
