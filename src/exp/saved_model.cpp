@@ -81,6 +81,13 @@ SavedModel load_saved_model(const std::string& checkpoint, Dataset& ds, const st
   } catch (const Error& e) {
     fail("{}: {}", ds.source, e.what());
   }
+  try {
+    s.model = make_model(entry->model, data_shape_of(ds, s.protocol));
+  } catch (const Error& e) {
+    fail("{}: model {} does not fit the data {}: {}", checkpoint, name, ds.source, e.what());
+  }
+  load_checkpoint(checkpoint, s.model->params(), s.meta.model_type);
+  // After the model and its parameters: a file the model does not fit is reported as such.
   if (cfg.data.normalize) {
     InputNormalization stored;
     if (read_checkpoint_normalization(checkpoint, &stored)) {
@@ -91,12 +98,6 @@ SavedModel load_saved_model(const std::string& checkpoint, Dataset& ds, const st
       s.normalization = "with statistics fitted on this file's train split (the checkpoint stores none)";
     }
   }
-  try {
-    s.model = make_model(entry->model, data_shape_of(ds, s.protocol));
-  } catch (const Error& e) {
-    fail("{}: model {} does not fit the data {}: {}", checkpoint, name, ds.source, e.what());
-  }
-  load_checkpoint(checkpoint, s.model->params(), s.meta.model_type);
   return s;
 }
 
