@@ -56,7 +56,7 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
-// Cases run so far; each group checks its own count, 85 in all (19 arguments, 24
+// Cases run so far; each group checks its own count, 86 in all (20 arguments, 24
 // configs, 17 dataset files, 15 checkpoints, 7 output locations, 3 full disks).
 int g_cases = 0;
 
@@ -241,6 +241,9 @@ TEST_F(CliBadInputs, CommandLineArguments) {
   const std::string cfg = file("tiny.yaml"), data = file("data.h5"), run = file("run_args");
   const std::string ck = ckpt("clstm_speech");
   expect_fails("no subcommand", "", "A subcommand is required");
+  expect_fails("unknown command", "fly " + cfg,
+               "mman_exp: error: unknown command 'fly' (expected one of synth, inspect, info, run, params, eval, "
+               "predict); see mman_exp --help");
   expect_fails("unknown option", "run " + cfg + " --bogus", "not expected: --bogus");
   expect_fails("negative thread count", "run " + cfg + " --threads -3", "--threads: Value -3 not in range");
   expect_fails("thread count not a number", "run " + cfg + " --threads many", "--threads");
@@ -266,7 +269,7 @@ TEST_F(CliBadInputs, CommandLineArguments) {
   expect_fails("inspect under an unknown protocol", "inspect " + data + " --protocol nope", "unknown label protocol");
   expect_fails("synth of an unknown preset", "synth --preset nope --out " + file("s.h5"), "--preset: nope not in");
   EXPECT_FALSE(fs::exists(file("s.h5")));
-  EXPECT_EQ(g_cases - first_case, 19) << "cases in this group (see docs/reliability.md)";
+  EXPECT_EQ(g_cases - first_case, 20) << "cases in this group (see docs/reliability.md)";
 }
 
 TEST_F(CliBadInputs, Configs) {

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "mman/error.h"
 #include "mman/threads.h"
@@ -61,6 +62,21 @@ int main(int argc, char** argv) {
   predict_cmd->add_option("--split", predict.split, "conversations to predict: all (default), train, valid or test");
   predict_cmd->add_option("--protocol", predict.protocol, "label protocol (default: the checkpoint's)");
 
+  // A first word that is no command (a typo like `mman_exp rn`) would otherwise be reported by
+  // CLI11 as a missing subcommand.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      known = known || sub->get_name() == argv[1];
+    }
+    if (!known) {
+      std::fprintf(stderr, "mman_exp: error: unknown command '%s' (expected one of %s); see mman_exp --help\n",
+                   argv[1], names.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
