@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mman/cuda_info.h"
+#include "support/cuda_test.h"
 #include "mman/error.h"
 #include "mman/layers/lstm.h"
 #include "mman/packed.h"
@@ -34,25 +35,7 @@
 namespace mman {
 namespace {
 
-// Why the GPU tests cannot run here, or empty when they can (queried once: it runs a probe kernel).
-std::string cuda_unusable_reason() {
-#ifdef MMAN_DEVICE_EMULATION
-  return std::string();  // test_cuda_backend_emulated: the host emulation of tests/emulation
-#endif
-  static const std::string reason = [] {
-    const CudaState s = query_cuda();
-    if (!s.compiled) return std::string("this build has no CUDA backend (MMAN_CUDA=OFF or no nvcc/cuDNN)");
-    if (!s.usable()) return s.unusable_reason.empty() ? std::string("the CUDA runtime reports none") : s.unusable_reason;
-    return std::string();
-  }();
-  return reason;
-}
-
-#define MMAN_REQUIRE_CUDA()                                                              \
-  do {                                                                                   \
-    const std::string mman_reason_ = cuda_unusable_reason();                            \
-    if (!mman_reason_.empty()) GTEST_SKIP() << "no usable CUDA device: " << mman_reason_; \
-  } while (0)
+using test::cuda_unusable_reason;
 
 #ifndef MMAN_WITH_CUDA
 

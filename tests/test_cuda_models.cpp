@@ -25,6 +25,7 @@
 #include "mman/models/model.h"
 #include "mman/train/checkpoint.h"
 #include "mman/train/trainer.h"
+#include "support/cuda_test.h"
 #include "support/test_support.h"
 #include "support/tiny_dataset.h"
 
@@ -35,24 +36,7 @@
 namespace mman {
 namespace {
 
-std::string cuda_unusable_reason() {
-#ifdef MMAN_DEVICE_EMULATION
-  return std::string();  // the emulated device is always there
-#endif
-  static const std::string reason = [] {
-    const CudaState s = query_cuda();
-    if (!s.compiled) return std::string("this build has no CUDA backend (MMAN_CUDA=OFF or no nvcc/cuDNN)");
-    if (!s.usable()) return s.unusable_reason.empty() ? std::string("the CUDA runtime reports none") : s.unusable_reason;
-    return std::string();
-  }();
-  return reason;
-}
-
-#define MMAN_REQUIRE_CUDA()                                                              \
-  do {                                                                                   \
-    const std::string mman_reason_ = cuda_unusable_reason();                            \
-    if (!mman_reason_.empty()) GTEST_SKIP() << "no usable CUDA device: " << mman_reason_; \
-  } while (0)
+using test::cuda_unusable_reason;
 
 struct Fixture {
   Dataset ds;

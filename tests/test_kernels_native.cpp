@@ -18,6 +18,7 @@
 #include <string>
 
 #include "mman/cuda_info.h"
+#include "support/cuda_test.h"
 
 #ifdef MMAN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -60,19 +61,7 @@
 namespace mman {
 namespace {
 
-// Why the kernels cannot run natively here, or empty when they can (queried once: it runs a probe kernel).
-std::string cuda_unusable_reason() {
-#ifdef MMAN_DEVICE_EMULATION
-  return std::string();  // test_kernels_native_emulated: the host emulation of tests/emulation
-#endif
-  static const std::string reason = [] {
-    const CudaState s = query_cuda();
-    if (!s.compiled) return std::string("this build has no CUDA backend (MMAN_CUDA=OFF or no nvcc/cuDNN)");
-    if (!s.usable()) return s.unusable_reason.empty() ? std::string("the CUDA runtime reports none") : s.unusable_reason;
-    return std::string();
-  }();
-  return reason;
-}
+using test::cuda_unusable_reason;
 
 // Every test skips with the runtime's reason where no device is usable; tools/sanitize_kernels.sh reads
 // DeviceIsUsable's verdict to decide whether a sanitizer run means anything.
