@@ -12,9 +12,10 @@ Builds nothing: it expects BUILD/mman_bench and BUILD/mman_exp (cmake --build BU
      takes medians: one training epoch (composites clstm_lf and mman: their stage-2
      epoch, sub-networks frozen), evaluation throughput on the test split, and peak
      resident memory of the process;
-  4. prints a table (and --json FILE): model, our epoch time, PyTorch's, the ratio, our
-     achieved GFLOP/s and its fraction of the sgemm peak, eval utterances/s of both,
-     peak memory of both.
+  4. prints a table (and --json FILE): model, our epoch time, PyTorch's, the ratio, the
+     same for the epoch's CPU time (all threads; far less sensitive to other work on the
+     machine than wall time), our achieved GFLOP/s and its fraction of the sgemm peak,
+     eval utterances/s of both, peak memory of both.
 Exits non-zero when any run fails (after printing what it has).
 
 Environment. Both implementations get the same environment: the caller's, plus
@@ -151,7 +152,8 @@ def main():
         results[m] = runs
 
     def med(rs, key):
-        return statistics.median(r[key] for r in rs) if rs else float("nan")
+        vals = [r[key] for r in rs if key in r]
+        return statistics.median(vals) if vals else float("nan")
 
     rows = []
     for m, runs in results.items():
@@ -165,8 +167,10 @@ def main():
         row = {
             "model": m,
             "mman_epoch_s": med(ours, "epoch_seconds"),
+            "mman_epoch_cpu_s": med(ours, "epoch_cpu_seconds"),
             "mman_warm_epoch_s": med(warm, "epoch_seconds_warm") if warm else None,
             "torch_epoch_s": med(theirs, "epoch_seconds"),
+            "torch_epoch_cpu_s": med(theirs, "epoch_cpu_seconds"),
             "torch_config": best_key,
             "mman_gflops": med(ours, "train_gflops"),
             "mman_eval_utt_s": med(ours, "eval_utterances_per_second"),
@@ -176,6 +180,7 @@ def main():
             "torch_epoch_s_by_config": {k: med(rs, "epoch_seconds") for k, rs in runs.items() if k != "mman"},
         }
         row["ratio"] = row["torch_epoch_s"] / row["mman_epoch_s"]
+        row["cpu_ratio"] = row["torch_epoch_cpu_s"] / row["mman_epoch_cpu_s"]
         row["ratio_warm"] = row["torch_epoch_s"] / row["mman_warm_epoch_s"] if warm else None
         row["peak_fraction"] = row["mman_gflops"] / peak
         rows.append(row)
@@ -185,14 +190,18 @@ def main():
           f"OMP_WAIT_POLICY={info['wait_policy']}; load average {info['load_start']} -> {info['load_end']}")
     print("Composites (clstm_lf, mman): stage-2 epochs; the first one computes the frozen sub-networks "
           "(and caches their outputs), later ones reuse them.\n")
-    print("| model | mman epoch (s) | PyTorch epoch (s) | ratio | mman later epochs (s) | ratio | mman GFLOP/s | "
+    print("Epoch CPU seconds: the process's CPU time (all threads) over the epoch, which other work on the machine "
+          "changes far less than wall time.\n")
+    print("| model | mman epoch (s) | PyTorch epoch (s) | ratio | mman later epochs (s) | ratio | "
+          "mman epoch CPU (s) | PyTorch epoch CPU (s) | CPU ratio | mman GFLOP/s | "
           "of sgemm peak | mman eval utt/s | PyTorch eval utt/s | mman peak MiB | PyTorch peak MiB |")
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 15)
     for r in rows:
         cfg = f" [{r['torch_config'][6:-1]}]" if r["torch_config"] else ""
         warm = (f"{r['mman_warm_epoch_s']:.3f} | {r['ratio_warm']:.1f}x" if r["mman_warm_epoch_s"] is not None
                 else "– | –")
         print(f"| {r['model']} | {r['mman_epoch_s']:.3f} | {r['torch_epoch_s']:.3f}{cfg} | {r['ratio']:.1f}x | {warm} | "
+              f"{r['mman_epoch_cpu_s']:.3f} | {r['torch_epoch_cpu_s']:.3f} | {r['cpu_ratio']:.1f}x | "
               f"{r['mman_gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | {r['mman_eval_utt_s']:.0f} | "
               f"{r['torch_eval_utt_s']:.0f} | {r['mman_rss_mib']:.0f} | {r['torch_rss_mib']:.0f} |")
     if args.json:

@@ -192,14 +192,21 @@ int main(int argc, char** argv) {
     const int cold = composite ? 1 : 0;
     tc.max_epochs = warmup + cold + epochs;
     tc.patience = 0;
-    // CPU time per epoch (from the epoch hook: the first one also counts the trainer's setup).
+    // CPU time per epoch: from the first batch (the stop hook is polled before every
+    // batch, so the trainer's setup is not counted) to the epoch hook (so the trainer's
+    // end-of-epoch model selection, a copy of the parameters, is).
     std::vector<double> epoch_cpu;
-    double cpu_mark = process_cpu_seconds();
+    double cpu_mark = 0;
+    bool in_epoch = false;
     mman::TrainHooks hooks;
+    hooks.should_stop = [&] {
+      if (!in_epoch) cpu_mark = process_cpu_seconds();
+      in_epoch = true;
+      return false;
+    };
     hooks.on_epoch = [&](const std::string&, const mman::EpochRecord&, int) {
-      const double now = process_cpu_seconds();
-      epoch_cpu.push_back(now - cpu_mark);
-      cpu_mark = now;
+      epoch_cpu.push_back(process_cpu_seconds() - cpu_mark);
+      in_epoch = false;
     };
     const mman::TrainResult r = mman::train_model(*model, ds, protocol, splits, tc, hooks);
     auto mean_seconds = [&](int from, int to) {
