@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "mman/error.h"
 #include "mman/params.h"
@@ -251,6 +252,45 @@ TEST(ClipGradNorm, LeavesSmallGradientsAlone) {
   EXPECT_EQ(ps.grads()[0], 0.3f);
   EXPECT_EQ(ps.grads()[1], -0.4f);
   EXPECT_THROW(clip_grad_norm(ps, 0.0), Error);
+}
+
+// The lane-wise sum: spans of every length modulo the 8 lanes, many chunks, against a long
+// double reference; the value grad_norm returns is the one clip_grad_norm uses; a NaN shows.
+TEST(GradNorm, MatchesAnExtendedPrecisionSumAndClipGradNorm) {
+  ParamStore ps;
+  for (int len : {1, 7, 8, 9, 15, 16, 17, 40000}) ps.add("t" + std::to_string(len), {len});
+  ps.add("frozen", {5});
+  ps.set_trainable("frozen", false);
+  Rng rng(9);
+  for (const ParamInfo& p : ps.infos())  // tensors only: the padding between them stays zero
+    for (size_t i = 0; i < p.size; ++i) ps.grads()[p.offset + i] = static_cast<float>(rng.uniform(-2.0, 2.0));
+  long double ref = 0;
+  for (const ParamInfo& p : ps.infos())
+    if (p.trainable)
+      for (size_t i = 0; i < p.size; ++i) ref += static_cast<long double>(ps.grad(ps.find(p.name))[i]) * ps.grad(ps.find(p.name))[i];
+  const double norm = grad_norm(ps);
+  EXPECT_NEAR(norm, std::sqrt(static_cast<double>(ref)), 1e-12 * norm);
+  set_num_threads(1);
+  const double one = grad_norm(ps);
+  set_num_threads(2);
+  EXPECT_EQ(grad_norm(ps), one);  // the same bits for any thread count
+  EXPECT_EQ(clip_grad_norm(ps, 1e9), norm);
+  ps.grads()[ps.info(3).offset + 4] = NAN;
+  EXPECT_TRUE(std::isnan(grad_norm(ps)));
+}
+
+// A training step clears only what it will read: the trainable gradients.
+TEST(GradNorm, ZeroTrainableGradsLeavesFrozenTensorsAlone) {
+  ParamStore ps;
+  ps.add("a", {3});
+  ps.add("frozen", {2});
+  for (float& g : ps.grads()) g = 1.5f;
+  ps.set_trainable("frozen", false);
+  ps.zero_trainable_grads();
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(ps.grad(0)[i], 0.0f);
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(ps.grad(1)[i], 1.5f);
+  ps.zero_grads();
+  for (size_t i = 0; i < 2; ++i) EXPECT_EQ(ps.grad(1)[i], 0.0f);
 }
 
 TEST(ClipGradValue, ClampsEveryTrainableElement) {

@@ -45,6 +45,10 @@ class ParamStore {
   const std::vector<float>& grads() const { return grads_; }
 
   void zero_grads();
+  // Zeroes the gradients of trainable tensors only: what a training step needs (frozen
+  // tensors get no gradient and nothing reads theirs), without clearing the frozen
+  // sub-networks of a composite, most of its arena, at every step.
+  void zero_trainable_grads();
   // Marks every parameter whose name starts with prefix as (not) trainable.
   void set_trainable(const std::string& prefix, bool trainable);
   // Number of scalar parameters (padding excluded), optionally only the trainable ones.

@@ -70,6 +70,11 @@ int ParamStore::find(const std::string& name) const {
 
 void ParamStore::zero_grads() { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
+void ParamStore::zero_trainable_grads() {
+  for (const ParamInfo& p : infos_)
+    if (p.trainable) std::fill_n(grads_.data() + p.offset, p.size, 0.0f);
+}
+
 void ParamStore::set_trainable(const std::string& prefix, bool trainable) {
   for (ParamInfo& p : infos_)
     if (p.name.compare(0, prefix.size(), prefix) == 0) p.trainable = trainable;

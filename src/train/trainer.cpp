@@ -182,7 +182,7 @@ class Phase {
   // One optimiser step on the CPU: forward, loss, backward, checks, clipping, Adam.
   LossResult host_step(const DropoutKey& key, int epoch, size_t batch) {
     ParamStore& params = model_.params();
-    params.zero_grads();
+    params.zero_trainable_grads();
     const Tensor& logits = model_.forward(batch_, Mode::Train, key);
     const LossResult loss = masked_cross_entropy(logits, batch_.targets.data(), protocol_.heads, &dlogits_);
     if (!std::isfinite(loss.loss)) diverged("the loss is", loss.loss, epoch, batch);
@@ -260,14 +260,6 @@ class Phase {
              : fmt::format("; the last saved state ({} epochs completed) is kept in {}", state_.epoch, path_));
   }
 
-  // L2 norm of the trainable gradients, in double (NaN or Inf when any element is).
-  static double grad_norm(const ParamStore& params) {
-    const float* g = params.grads().data();
-    double sum = 0;
-    for (const auto& [begin, end] : trainable_spans(params))
-      for (size_t i = begin; i < end; ++i) sum += static_cast<double>(g[i]) * static_cast<double>(g[i]);
-    return std::sqrt(sum);
-  }
 
   TrainResult result(bool interrupted) const {
     TrainResult r;

@@ -66,6 +66,8 @@ std::vector<std::pair<size_t, size_t>> trainable_spans(const ParamStore& params)
 // depend on the thread count); when max_norm / (norm + 1e-6) < 1 every trainable
 // gradient is multiplied by that factor. Returns the norm before clipping.
 double clip_grad_norm(ParamStore& params, double max_norm);
+// That norm alone (NaN or Inf when any element is), computed as clip_grad_norm computes it.
+double grad_norm(const ParamStore& params);
 
 // torch.nn.utils.clip_grad_value_: clamps every trainable gradient element to
 // [-clip_value, clip_value] (the authors' `clip: {value: 1e-3}`).
