@@ -63,4 +63,9 @@ class ParamStore {
   std::vector<float> grads_;
 };
 
+// True when some tensor's name starts with `prefix` and none of those is trainable: a frozen
+// sub-network (its parameters live under its prefix). Takes ParamStore::infos() or a device
+// mirror's.
+bool prefix_frozen(const std::vector<ParamInfo>& infos, const std::string& prefix);
+
 }  // namespace mman

@@ -103,4 +103,14 @@ int ParamStore::copy_from(const ParamStore& from, const std::string& src_prefix,
   return copied;
 }
 
+bool prefix_frozen(const std::vector<ParamInfo>& infos, const std::string& prefix) {
+  bool any = false;
+  for (const ParamInfo& p : infos)
+    if (p.name.compare(0, prefix.size(), prefix) == 0) {
+      any = true;
+      if (p.trainable) return false;
+    }
+  return any;
+}
+
 }  // namespace mman

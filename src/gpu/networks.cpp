@@ -17,15 +17,7 @@
 
 namespace mman::gpu {
 
-bool DeviceNetwork::frozen(const cuda::DeviceParams& params) const {
-  bool any = false;
-  for (const ParamInfo& p : params.infos())
-    if (p.name.compare(0, prefix_.size(), prefix_) == 0) {
-      any = true;
-      if (p.trainable) return false;
-    }
-  return any;
-}
+bool DeviceNetwork::frozen(const cuda::DeviceParams& params) const { return prefix_frozen(params.infos(), prefix_); }
 
 namespace {
 

@@ -8,15 +8,7 @@
 
 namespace mman {
 
-bool Network::frozen(const ParamStore& params) const {
-  bool any = false;
-  for (const ParamInfo& p : params.infos())
-    if (p.name.compare(0, prefix_.size(), prefix_) == 0) {
-      any = true;
-      if (p.trainable) return false;
-    }
-  return any;
-}
+bool Network::frozen(const ParamStore& params) const { return prefix_frozen(params.infos(), prefix_); }
 
 void check_batch_inputs(const Batch& batch, const ModalityInputs& in, const std::string& who) {
   const int64_t rows = batch.rows();
