@@ -59,6 +59,13 @@ void CudaContext::synchronize() const { MMAN_CUDA_CHECK(cudaStreamSynchronize(st
 void CudaContext::upload(void* d_dst, const void* src, size_t bytes) const {
   if (bytes == 0) return;
   MMAN_CUDA_CHECK(cudaMemcpyAsync(d_dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  // The contract lets the caller reuse or free `src` at once (ones() and set_trainable free
+  // theirs on return). The runtime does not promise that for an asynchronous copy from
+  // pageable memory: it "might be synchronous with respect to host", and CUDA 11 documented
+  // the staging as done "asynchronously with a worker thread" (CUDA Runtime API, "API
+  // synchronization behavior"). So wait until the stream has done the copy. This costs a
+  // synchronisation per upload; a pinned staging ring with events would avoid it.
+  MMAN_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void CudaContext::download(void* dst, const void* d_src, size_t bytes) const {
