@@ -39,8 +39,9 @@ class CudaContext {
 
   // Blocks until all work queued on the stream has finished; throws on a failed kernel.
   void synchronize() const;
-  // Host -> device copy queued on the stream. `src` may be reused as soon as this returns
-  // (pageable memory is staged by the runtime before the call returns).
+  // Host -> device copy. `src` may be reused or freed as soon as this returns: it waits for
+  // the stream, because the runtime does not promise that a cudaMemcpyAsync from pageable
+  // memory has read its source when it returns (CUDA "API synchronization behavior").
   void upload(void* d_dst, const void* src, size_t bytes) const;
   // Device -> host copy: returns once the data is on the host (synchronises the stream).
   void download(void* dst, const void* d_src, size_t bytes) const;
