@@ -48,11 +48,11 @@ CudaState query_device_state() {
   const size_t cudnn = cudnnGetVersion();  // library call: needs no device
   s.cudnn_version = std::to_string(cudnn / 10000) + "." + std::to_string((cudnn % 10000) / 100) + "." +
                     std::to_string(cudnn % 100);
-  int cb_major = 0, cb_minor = 0, cb_patch = 0;
-  if (cublasGetProperty(MAJOR_VERSION, &cb_major) == CUBLAS_STATUS_SUCCESS &&
-      cublasGetProperty(MINOR_VERSION, &cb_minor) == CUBLAS_STATUS_SUCCESS &&
-      cublasGetProperty(PATCH_LEVEL, &cb_patch) == CUBLAS_STATUS_SUCCESS)
-    s.cublas_version = std::to_string(cb_major) + "." + std::to_string(cb_minor) + "." + std::to_string(cb_patch);
+  // The version built against (cuBLAS is loaded on first use, cuda/cublas_lazy.cu, and asking
+  // the library would load it, ~210 MB, into every process); replaced by the loaded library's
+  // own below when a device is usable, since the GPU path then loads it anyway.
+  s.cublas_version = std::to_string(CUBLAS_VER_MAJOR) + "." + std::to_string(CUBLAS_VER_MINOR) + "." +
+                     std::to_string(CUBLAS_VER_PATCH);
 
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
@@ -76,7 +76,19 @@ CudaState query_device_state() {
   }
   const std::string probe = run_probe();
   s.probe_ok = probe.empty();
-  if (!s.probe_ok) s.unusable_reason = probe;
+  if (!s.probe_ok) {
+    s.unusable_reason = probe;
+    return s;
+  }
+  int cb_major = 0, cb_minor = 0, cb_patch = 0;
+  if (cublasGetProperty(MAJOR_VERSION, &cb_major) == CUBLAS_STATUS_SUCCESS &&
+      cublasGetProperty(MINOR_VERSION, &cb_minor) == CUBLAS_STATUS_SUCCESS &&
+      cublasGetProperty(PATCH_LEVEL, &cb_patch) == CUBLAS_STATUS_SUCCESS) {
+    s.cublas_version = std::to_string(cb_major) + "." + std::to_string(cb_minor) + "." + std::to_string(cb_patch);
+  } else {
+    s.probe_ok = false;  // a device without cuBLAS cannot train
+    s.unusable_reason = cublasGetStatusString(CUBLAS_STATUS_NOT_INITIALIZED);
+  }
   return s;
 }
 

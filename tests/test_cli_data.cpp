@@ -216,5 +216,15 @@ TEST(CliDataInfo, PrintsVersionBuildBlasThreadsAndCuda) {
   for (const char* line : {"\nbuild: ", "\nthreads: ", "\nblas: ", "\ncuda: "}) EXPECT_TRUE(has(r.output, line)) << line << r.output;
 }
 
+// cuBLAS is loaded on first use, not linked (cuda/cublas_lazy.cu): linking it alone costs every
+// process ~210 MB of resident memory at start. The program must not depend on it, in any build.
+TEST(CliDataInfo, TheProgramDoesNotLinkCublas) {
+  const CommandResult r = test::run_command("readelf -d " + test::mman_exp_binary());
+  if (r.exit_code == 127) GTEST_SKIP() << "readelf is not installed";
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "(NEEDED)")) << r.output;
+  EXPECT_FALSE(has(r.output, "libcublas")) << r.output;
+}
+
 }  // namespace
 }  // namespace mman
