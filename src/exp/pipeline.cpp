@@ -428,7 +428,12 @@ int run_experiment(const RunOptions& opt) {
   const std::string table = summary_table(results);
   fmt::print("\n{}{}\n{}", data.synthetic ? "Synthetic IEMOCAP-shaped data (not the real corpus). " : "",
              data.protocol.binary() ? "Table 3 layout (test):" : "Table 2 layout (test):", table);
-  fmt::print("\nrun directory: {} (report.md, results.json, metrics.csv, checkpoints/, figures/)\n", dir);
+  // Only what this run wrote: checkpoints and figures are optional (output.checkpoints, output.plots,
+  // and figures need the plotting script to have succeeded).
+  std::string listing = "report.md, results.json, metrics.csv, run.log";
+  if (cfg.output.checkpoints) listing += ", checkpoints/";
+  if (cfg.output.plots && fs::is_directory(fs::path(dir) / "figures")) listing += ", figures/";
+  fmt::print("\nrun directory: {} ({})\n", dir, listing);
   std::fflush(stdout);
   log.file_only("summary:\n" + table);
   return 0;
