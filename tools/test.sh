@@ -12,6 +12,8 @@ bash tools/build.sh
 [[ "${MMAN_SANITIZERS:-1}" == 0 ]] && exit 0
 
 # ---- ASan + UBSan: the whole suite, CPU only (no nvcc), -O1 for speed of build and run.
+# Being a build without the CUDA backend, it also builds the device emulation and runs the GPU
+# tests on it (test_*_emulated, ctest names "emulated.*"; docs/cuda_backend.md).
 # Excluded: Learning.* (trains every model to convergence: ~50 s in Release, ~12 min under
 # ASan; the code it runs is covered by the layer, model, trainer and pipeline tests).
 asan_dir="${MMAN_ASAN_BUILD_DIR:-build-asan}"
