@@ -33,7 +33,8 @@ std::vector<float> random_values(size_t n, uint64_t seed, double scale) {
   return v;
 }
 
-bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
+// (n == 0 compares nothing: memcmp must not see the null data() of an empty vector.)
+bool same_bits(const float* a, const float* b, size_t n) { return n == 0 || std::memcmp(a, b, n * sizeof(float)) == 0; }
 
 // Sub-network logits [rows x cols] into a column block of a wider matrix (stride ldy, columns
 // col0..col0+cols), the late-fusion layout; then the backward from a gradient in that block.
