@@ -119,16 +119,6 @@ class MmaDeviceNetwork : public DeviceNetwork {
   void set_fused_mma(bool allowed) override { mma_.set_fused(allowed); }
 
  private:
-  static MmaConfig mma_config(const ModelConfig& c, const ModalityInputs& in) {
-    MmaConfig m;
-    m.modalities = in.names;
-    m.dims = in.dims;
-    m.d_model = c.d_model;
-    m.dropout = c.mma_dropout;
-    m.score = c.score;
-    m.skip = c.skip;
-    return m;
-  }
   void gather(const DeviceBatch& dbatch) {
     x_.resize(in_.index.size());
     for (size_t i = 0; i < in_.index.size(); ++i) x_[i] = dbatch.features[static_cast<size_t>(in_.index[i])].data();

@@ -36,8 +36,18 @@ ClstmBlockConfig block_config(const ModelConfig& c, int input, int outputs) {
   return b;
 }
 
-namespace {
+MmaConfig mma_config(const ModelConfig& c, const ModalityInputs& in) {
+  MmaConfig m;
+  m.modalities = in.names;
+  m.dims = in.dims;
+  m.d_model = c.d_model;
+  m.dropout = c.mma_dropout;
+  m.score = c.score;
+  m.skip = c.skip;
+  return m;
+}
 
+namespace {
 
 int total(const std::vector<int>& dims) {
   int s = 0;
@@ -107,14 +117,7 @@ class MmaNetwork : public Network {
              const std::string& prefix, uint64_t slot_base)
       : in_(in), who_("model '" + c.name + "'") {
     prefix_ = prefix;
-    MmaConfig m;
-    m.modalities = in.names;
-    m.dims = in.dims;
-    m.d_model = c.d_model;
-    m.dropout = c.mma_dropout;
-    m.score = c.score;
-    m.skip = c.skip;
-    mma_ = Mma(params, prefix + "mma.", m, slot_base);
+    mma_ = Mma(params, prefix + "mma.", mma_config(c, in), slot_base);
     block_ = ClstmBlock(params, prefix + "clstm.", block_config(c, mma_.output_dim(), outputs),
                         slot_base + kMmaSlots);
   }

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "mman/layers/mma.h"
 #include "mman/models/clstm.h"
 #include "mman/models/network.h"
 
@@ -27,6 +28,9 @@ void check_batch_inputs(const Batch& batch, const ModalityInputs& in, const std:
 // The cLSTM block settings of a model config (hidden, layers, dropouts, fc) for a given
 // input width and output count.
 ClstmBlockConfig block_config(const ModelConfig& c, int input, int outputs);
+
+// The MMA settings of a clstm_mma config (d_model, dropout, score, skip) over its modalities.
+MmaConfig mma_config(const ModelConfig& c, const ModalityInputs& in);
 
 // clstm_speech / clstm_visual / clstm_text / clstm_ef: a cLSTM block on one modality or on
 // the concatenation of several.
