@@ -19,6 +19,8 @@
 #include "mman/train/optimizer.h"
 
 #ifdef MMAN_WITH_CUDA
+#include <cublas_v2.h>
+
 #include "cuda/clstm_block.cuh"
 #include "cuda/gemm.cuh"
 #include "cuda/linear.cuh"
@@ -105,6 +107,19 @@ TEST(CudaBackend, ContextOpensTheDeviceOrSaysWhyNot) {
     EXPECT_NE(msg.find("no usable CUDA device"), std::string::npos) << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
   }
+}
+
+// cuBLAS is loaded on first use (cuda/cublas_lazy.cu), not linked: this loads the real library
+// through that path and asks its version, which needs no device, so it runs in every CUDA build
+// (in the device emulation the fake's answer is checked instead).
+TEST(CudaBackend, CublasLoadsOnFirstUseAndAnswers) {
+  int major = -1, minor = -1;
+  ASSERT_EQ(cublasGetProperty(MAJOR_VERSION, &major), CUBLAS_STATUS_SUCCESS)
+      << cublasGetStatusString(CUBLAS_STATUS_NOT_INITIALIZED);
+  ASSERT_EQ(cublasGetProperty(MINOR_VERSION, &minor), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(major, CUBLAS_VER_MAJOR);  // the library the headers describe
+  EXPECT_GE(minor, 0);
+  EXPECT_STREQ(cublasGetStatusName(CUBLAS_STATUS_SUCCESS), "CUBLAS_STATUS_SUCCESS");
 }
 
 TEST(CudaBackend, FailedDeviceAllocationsThrowWithTheSize) {
