@@ -287,6 +287,23 @@ TEST(CliRun, AMovedRunDirectoryResumes) {
   EXPECT_EQ(test::run_command(exe() + " run --resume " + moved).exit_code, 0);
 }
 
+// Resuming with another thread count is allowed (results do not depend on it: the batch
+// invariance tests), said in run.log and recorded in config.yaml; other differences still refuse.
+TEST(CliRun, AResumeMayUseAnotherThreadCount) {
+  test::TempDir dir;
+  const std::string run = dir.file("run");
+  ASSERT_EQ(test::run_command(exe() + " run " + smoke() + " --out " + run + " --set output.plots=false --threads 1")
+                .exit_code,
+            0);
+  const test::CommandResult again = test::run_command(exe() + " run --resume " + run + " --threads 2");
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("resumed with threads: 2 (started with 1)"), std::string::npos) << again.output;
+  EXPECT_NE(test::read_file(run + "/config.yaml").find("threads: 2"), std::string::npos);
+  const test::CommandResult other = test::run_command(exe() + " run --resume " + run + " --set train.lr=0.5");
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.output.find("the configuration differs"), std::string::npos) << other.output;
+}
+
 // While a process uses a run directory, a second one refuses to start there and writes nothing.
 TEST(CliRun, ASecondProcessOnTheSameRunDirectoryIsRefused) {
   test::TempDir dir;

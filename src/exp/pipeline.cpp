@@ -232,18 +232,25 @@ int run_experiment(const RunOptions& opt) {
   std::string backend_note;
   const std::string backend = resolve_backend(cfg.backend, &backend_note);
 
-  bool relocated = false;  // the run directory was moved since the run started
+  // What may differ on a resume: where the run directory is (it was moved or copied), and the
+  // thread count (results do not depend on it: docs/reliability.md). config.yaml is then
+  // rewritten with the current values and run.log says what changed.
+  bool relocated = false;
+  int threads_before = cfg.threads;
   if (opt.resume) {
     if (!fs::exists(stored_config)) fail("{}: nothing to resume (no config.yaml); run without --resume to start it", dir);
     std::string before = read_text(stored_config);
     if (before != cfg.resolved_yaml) {
-      // A moved (or copied) run directory keeps the output.dir it started in: it is the same
-      // run when its stored config, resolved for the directory it is in now, is this one.
+      // The same run when its stored config, resolved for this directory and thread count, is
+      // this one.
       try {
-        const ExperimentConfig here = parse_experiment(before, stored_config, {"output.dir=" + yaml_quote(dir)});
+        const ExperimentConfig here = parse_experiment(
+            before, stored_config, {"output.dir=" + yaml_quote(dir), "threads=" + std::to_string(cfg.threads)});
         if (here.resolved_yaml == cfg.resolved_yaml) {
+          const ExperimentConfig stored = parse_experiment(before, stored_config);
+          relocated = stored.output.dir != dir;
+          threads_before = stored.threads;
           before = here.resolved_yaml;
-          relocated = true;
         }
       } catch (const Error&) {
         // not a config this version reads: reported as a difference below
@@ -273,7 +280,7 @@ int run_experiment(const RunOptions& opt) {
   // One process per run directory (held until this function returns): a second one would
   // interleave its writes and, resuming, delete the first one's temporaries.
   const RunLock lock(dir);
-  if (!opt.resume || relocated) write_file_atomic(stored_config, cfg.resolved_yaml);
+  if (!opt.resume || relocated || threads_before != cfg.threads) write_file_atomic(stored_config, cfg.resolved_yaml);
   RunLog log((fs::path(dir) / "run.log").string());
   if (opt.resume)  // a run killed mid-write (SIGKILL, power loss) leaves its temporaries
     for (const std::string& stale : remove_stale_temporaries(dir))
@@ -283,6 +290,10 @@ int run_experiment(const RunOptions& opt) {
 
   log.line(fmt::format("mman {} run '{}' -> {}{}", MMAN_VERSION, cfg.name, dir, opt.resume ? " (resumed)" : ""));
   if (relocated) log.line(fmt::format("the run directory was moved: {} now names it as output.dir", stored_config));
+  if (threads_before != cfg.threads)
+    log.line(fmt::format("resumed with threads: {} (started with {}); results do not depend on the thread count on "
+                         "CPUs with AVX2 and FMA",
+                         cfg.threads, threads_before));
   if (!backend_note.empty()) log.line(backend_note);
   log.line(fmt::format("data: {}{}, protocol {}, train/valid/test {}/{}/{} conversations", data.description,
                        data.synthetic ? " [synthetic]" : "", data.protocol.name, data.splits.train.size(),
