@@ -11,6 +11,7 @@
 #include "mman/params.h"
 #include "mman/rng.h"
 #include "mman/simt/simt.h"
+#include "support/kernel_inputs.h"
 #include "mman/train/optimizer.h"
 
 namespace mman {
@@ -19,23 +20,8 @@ namespace {
 using simt::EmulationOptions;
 using simt::ScopedEmulation;
 
-// Tensors of awkward sizes (padding between them), one frozen in the middle and one at the end,
-// so the arena has several trainable spans.
-ParamStore make_store(uint64_t seed) {
-  ParamStore ps;
-  ps.add("a.weight", {13, 21});
-  ps.add("a.bias", {13});
-  ps.add("frozen.weight", {5, 7});
-  ps.add("b.weight", {40, 31});
-  ps.add("b.bias", {1});
-  ps.add("tail.frozen", {9});
-  ps.set_trainable("frozen.", false);
-  ps.set_trainable("tail.", false);
-  Rng rng(seed);
-  for (const ParamInfo& p : ps.infos())
-    for (size_t i = 0; i < p.size; ++i) ps.values()[p.offset + i] = static_cast<float>(rng.normal());
-  return ps;
-}
+// Several trainable spans with padding and frozen tensors (test::adam_store).
+const auto make_store = test::adam_store;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;

@@ -16,6 +16,7 @@
 #include "mman/layers/loss.h"
 #include "mman/rng.h"
 #include "mman/simt/simt.h"
+#include "support/kernel_inputs.h"
 #include "mman/tensor.h"
 
 namespace mman {
@@ -79,19 +80,8 @@ void check(const Tensor& logits, const std::vector<int32_t>& targets, int heads,
   }
 }
 
-Tensor random_logits(int64_t rows, int cols, double scale, uint64_t seed) {
-  Tensor t(rows, cols);
-  Rng rng(seed);
-  for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = static_cast<float>(rng.uniform(-scale, scale));
-  return t;
-}
-
-std::vector<int32_t> random_targets(int64_t rows, int classes, double masked, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(rows));
-  for (int32_t& x : t) x = rng.uniform() < masked ? -1 : static_cast<int32_t>(rng.below(static_cast<uint64_t>(classes)));
-  return t;
-}
+using test::random_logits;
+using test::random_targets;
 
 TEST(KernelsCrossEntropy, SingleHeadMatchesTheCpuForRaggedRowCounts) {
   for (int64_t rows : {1, 255, 256, 257, 600})

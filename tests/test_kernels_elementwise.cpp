@@ -17,6 +17,7 @@
 #include "mman/layers/dropout.h"
 #include "mman/rng.h"
 #include "mman/simt/simt.h"
+#include "support/kernel_inputs.h"
 
 namespace mman {
 namespace {
@@ -24,29 +25,10 @@ namespace {
 using simt::EmulationOptions;
 using simt::ScopedEmulation;
 
-float from_bits(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-// Values at ReLU's edges: signed zeros, NaNs with a payload and either sign (the CPU keeps a
-// NaN as it is, bits included), infinities, denormals of both signs, the largest floats.
-std::vector<float> special_values() {
-  const float inf = std::numeric_limits<float>::infinity();
-  return {0.0f,  -0.0f, from_bits(0x7FC01234u), from_bits(0xFFC00042u), std::numeric_limits<float>::quiet_NaN(),
-          inf,   -inf,  1e-40f, -1e-40f, std::numeric_limits<float>::denorm_min(), -FLT_MAX, FLT_MAX, 1e-30f, -1e30f};
-}
-
-// Random values with the special ones mixed in at a spacing prime to the block size.
-std::vector<float> random_values(size_t n, uint64_t seed) {
-  Rng rng(seed);
-  const std::vector<float> special = special_values();
-  std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i)
-    v[i] = i % 5 == 3 ? special[(i / 5 + seed) % special.size()] : static_cast<float>(rng.uniform(-3, 3));
-  return v;
-}
+using test::from_bits;
+using test::special_values;
+// Random values with the special ones mixed in (test::relu_inputs).
+const auto random_values = test::relu_inputs;
 
 bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
 

@@ -13,6 +13,7 @@
 #include "mman/params.h"
 #include "mman/rng.h"
 #include "mman/simt/simt.h"
+#include "support/kernel_inputs.h"
 #include "mman/train/optimizer.h"
 
 namespace mman {
@@ -22,19 +23,7 @@ using simt::EmulationOptions;
 using simt::ScopedEmulation;
 
 // Frozen tensors between trainable ones; `big` makes one span longer than a block's share.
-ParamStore make_store(int64_t big, double scale, uint64_t seed) {
-  ParamStore ps;
-  ps.add("a.weight", {17, 3});
-  ps.add("frozen.weight", {4, 4});
-  ps.add("b.weight", {big});
-  ps.add("c.bias", {5});
-  ps.set_trainable("frozen.", false);
-  Rng rng(seed);
-  for (float& g : ps.grads()) g = 0.0f;
-  for (const ParamInfo& p : ps.infos())
-    for (size_t i = 0; i < p.size; ++i) ps.grads()[p.offset + i] = static_cast<float>(scale * rng.normal());
-  return ps;
-}
+const auto make_store = test::clip_store;
 
 struct Spans {
   std::vector<long long> bounds;

@@ -19,6 +19,7 @@
 
 #include "mman/cuda_info.h"
 #include "support/cuda_test.h"
+#include "support/kernel_inputs.h"
 
 #ifdef MMAN_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -60,6 +61,14 @@
 
 namespace mman {
 namespace {
+
+using test::adam_store;
+using test::clip_store;
+using test::from_bits;
+using test::random_logits;
+using test::random_targets;
+using test::relu_inputs;
+using test::special_values;
 
 using test::cuda_unusable_reason;
 
@@ -150,28 +159,7 @@ std::vector<float> uniform_values(size_t n, double lo, double hi, uint64_t seed)
   return v;
 }
 
-float from_bits(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
 // ---- elementwise (test_kernels_elementwise.cpp) ----
-
-std::vector<float> special_values() {
-  const float inf = std::numeric_limits<float>::infinity();
-  return {0.0f,  -0.0f, from_bits(0x7FC01234u), from_bits(0xFFC00042u), std::numeric_limits<float>::quiet_NaN(),
-          inf,   -inf,  1e-40f, -1e-40f, std::numeric_limits<float>::denorm_min(), -FLT_MAX, FLT_MAX, 1e-30f, -1e30f};
-}
-
-std::vector<float> relu_inputs(size_t n, uint64_t seed) {
-  Rng rng(seed);
-  const std::vector<float> special = special_values();
-  std::vector<float> v(n);
-  for (size_t i = 0; i < n; ++i)
-    v[i] = i % 5 == 3 ? special[(i / 5 + seed) % special.size()] : static_cast<float>(rng.uniform(-3, 3));
-  return v;
-}
 
 // The SIMT test's sizes plus one beyond the grid (kElementwiseMaxBlocks blocks): the grid-stride loop.
 TEST_F(KernelsNative, ReluForwardAndBackwardEqualTheCpuFunctions) {
@@ -303,22 +291,6 @@ TEST_F(KernelsNative, DropoutStridedViewAndGridStride) {
 
 // ---- Adam (test_kernels_adam.cpp) ----
 
-ParamStore adam_store(uint64_t seed) {
-  ParamStore ps;
-  ps.add("a.weight", {13, 21});
-  ps.add("a.bias", {13});
-  ps.add("frozen.weight", {5, 7});
-  ps.add("b.weight", {40, 31});
-  ps.add("b.bias", {1});
-  ps.add("tail.frozen", {9});
-  ps.set_trainable("frozen.", false);
-  ps.set_trainable("tail.", false);
-  Rng rng(seed);
-  for (const ParamInfo& p : ps.infos())
-    for (size_t i = 0; i < p.size; ++i) ps.values()[p.offset + i] = static_cast<float>(rng.normal());
-  return ps;
-}
-
 // A parameter store's trainable spans with their bounds table on the device.
 struct DeviceSpans {
   std::vector<long long> bounds;
@@ -395,20 +367,6 @@ TEST_F(KernelsNative, AdamLaterStepFromARestoredStateIsBitIdentical) {
 }
 
 // ---- gradient clipping (test_kernels_grad_clip.cpp) ----
-
-ParamStore clip_store(int64_t big, double scale, uint64_t seed) {
-  ParamStore ps;
-  ps.add("a.weight", {17, 3});
-  ps.add("frozen.weight", {4, 4});
-  ps.add("b.weight", {big});
-  ps.add("c.bias", {5});
-  ps.set_trainable("frozen.", false);
-  Rng rng(seed);
-  for (float& g : ps.grads()) g = 0.0f;
-  for (const ParamInfo& p : ps.infos())
-    for (size_t i = 0; i < p.size; ++i) ps.grads()[p.offset + i] = static_cast<float>(scale * rng.normal());
-  return ps;
-}
 
 TEST_F(KernelsNative, GradNormAndClipMatchTheCpu) {
   struct Case {
@@ -531,20 +489,6 @@ void check_cross_entropy(const Tensor& logits, const std::vector<int32_t>& targe
   }
   const CrossEntropyRun again = cross_entropy_on_device(logits, targets, heads);  // deterministic
   EXPECT_EQ(std::memcmp(&again.result.loss_sum, &r.loss_sum, sizeof(double)), 0);
-}
-
-Tensor random_logits(int64_t rows, int cols, double scale, uint64_t seed) {
-  Tensor t(rows, cols);
-  Rng rng(seed);
-  for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = static_cast<float>(rng.uniform(-scale, scale));
-  return t;
-}
-
-std::vector<int32_t> random_targets(int64_t rows, int classes, double masked, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> t(static_cast<size_t>(rows));
-  for (int32_t& x : t) x = rng.uniform() < masked ? -1 : static_cast<int32_t>(rng.below(static_cast<uint64_t>(classes)));
-  return t;
 }
 
 TEST_F(KernelsNative, CrossEntropyMatchesTheCpuForHeadsRowCountsTiesAndExtremes) {
