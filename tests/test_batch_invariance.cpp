@@ -9,6 +9,7 @@
 #include "mman/data/batch.h"
 #include "mman/data/protocol.h"
 #include "mman/data/synth.h"
+#include "mman/error.h"
 #include "mman/models/model.h"
 #include "mman/threads.h"
 #include "mman/train/trainer.h"
@@ -178,6 +179,64 @@ TEST(FrozenSubnetCache, ChangedSubnetWeightsAreRecomputed) {
   EXPECT_FALSE(same_bits(std::vector<float>(before.data(), before.data() + before.size()),
                          std::vector<float>(after.data(), after.data() + after.size())));
   for (int64_t i = 0; i < want.size(); ++i) ASSERT_NEAR(after.data()[i], want.data()[i], 1e-6) << i;
+}
+
+// precompute_frozen() fills the caches of the frozen sub-networks for many conversations
+// at once (groups of similar length, spread over the threads); the batches that follow
+// are then served from the caches with the bits their own forward would give, attention
+// included, for any thread count.
+TEST(FrozenSubnetCache, PrecomputedOutputsAreWhatTheBatchesWouldCompute) {
+  require_packed_kernels();
+  std::vector<int> convs;
+  for (int c = 0; c < 40; ++c) convs.push_back(c);  // ~1,900 rows: several groups
+  const std::vector<std::vector<int>> plan = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {39, 17, 25}, {30}};
+  for (const char* type : {"mman", "clstm_lf"})
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      auto cached = model_of(type), fresh = model_of(type);
+      const int64_t subnets = static_cast<int64_t>(cached->subnet_configs().size());
+      // Trainable sub-networks are computed with the batch, never ahead of it.
+      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, convs), 0) << type;
+      cached->params().set_trainable("subnets.", false);
+      std::vector<int> twice = convs;
+      twice.insert(twice.end(), convs.begin(), convs.begin() + 5);  // a conversation listed twice counts once
+      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, twice), subnets * 40) << type;
+      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, convs), 0) << type << ": all cached already";
+      for (const auto& part : plan) {
+        const Batch b = batch_of(part);
+        const Tensor& got = cached->forward(b, Mode::Eval, DropoutKey{});
+        const std::vector<float> g(got.data(), got.data() + got.size());
+        const Tensor& want = fresh->forward(b, Mode::Eval, DropoutKey{});
+        EXPECT_TRUE(same_bits(g, std::vector<float>(want.data(), want.data() + want.size())))
+            << type << " threads " << threads;
+        if (std::string(type) == "mman") {
+          const Tensor* a = cached->attention();
+          const Tensor* e = fresh->attention();
+          ASSERT_TRUE(a != nullptr && e != nullptr);
+          EXPECT_TRUE(same_bits(std::vector<float>(a->data(), a->data() + a->size()),
+                                std::vector<float>(e->data(), e->data() + e->size())));
+        }
+      }
+      // More conversations later: computed and added to what is cached.
+      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, {40, 41}), subnets * 2) << type;
+      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, {0, 40, 41}), 0) << type;
+    }
+  set_num_threads(0);
+}
+
+TEST(FrozenSubnetCache, PrecomputingAConversationTheDataLacksIsAClearError) {
+  require_packed_kernels();
+  auto m = model_of("mman");
+  m->params().set_trainable("subnets.", false);
+  const int n = data().ds.num_conversations();
+  try {
+    m->precompute_frozen(data().ds, data().protocol, {0, n});
+    FAIL() << "expected mman::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("conversation index " + std::to_string(n) + " is outside the data"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

@@ -77,6 +77,10 @@ class NetworkModel : public Model {
   }
   void backward(const Batch& batch, const Tensor& dlogits) override { net_->backward(params_, batch, dlogits); }
   const Tensor* attention() const override { return net_->attention(); }
+  int64_t precompute_frozen(const Dataset& ds, const LabelProtocol& protocol,
+                            const std::vector<int>& conversations) override {
+    return net_->precompute_frozen(params_, ds, protocol, conversations);
+  }
   std::vector<ModelConfig> subnet_configs() const override { return config_.subnets; }
 
  private:

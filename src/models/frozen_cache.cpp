@@ -77,7 +77,7 @@ bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch) {
   return begin(params, batch, keys);
 }
 
-bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch, const std::vector<uint64_t>& keys) {
+void FrozenOutputCache::refresh(const ParamStore& params) {
   uint64_t fp = mix64(param_ids_.size());
   for (int id : param_ids_) fp = hash_floats(params.value(id), params.info(id).size, fp);
   if (!have_fingerprint_ || fp != fingerprint_) {
@@ -86,28 +86,42 @@ bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch, cons
     fingerprint_ = fp;
     have_fingerprint_ = true;
   }
-  const PackedLayout& layout = batch.layout;
+}
+
+bool FrozenOutputCache::contains(const std::vector<uint64_t>& keys, const PackedLayout& layout) const {
   MMAN_CHECK(static_cast<int64_t>(keys.size()) == layout.convs(),
              "frozen output cache: {} conversation keys for a batch of {} conversations", keys.size(), layout.convs());
-  keys_ = keys;  // reuses its capacity
-  bool all = true;
-  for (int b = 0; all && b < layout.convs(); ++b) {
-    const auto it = entries_.find(keys_[static_cast<size_t>(b)]);
-    all = it != entries_.end() && it->second.length == layout.lengths[static_cast<size_t>(b)];
+  for (int b = 0; b < layout.convs(); ++b) {
+    const auto it = entries_.find(keys[static_cast<size_t>(b)]);
+    if (it == entries_.end() || it->second.length != layout.lengths[static_cast<size_t>(b)]) return false;
   }
+  return true;
+}
+
+bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch, const std::vector<uint64_t>& keys) {
+  refresh(params);
+  const bool all = contains(keys, batch.layout);
+  keys_ = keys;  // reuses its capacity
   return all;
 }
 
 void FrozenOutputCache::store(const Batch& batch, const float* probs, int64_t ld, int col, int width,
                               const Tensor* attention) {
+  store(keys_, batch, probs, ld, col, width, attention);
+}
+
+void FrozenOutputCache::store(const std::vector<uint64_t>& keys, const Batch& batch, const float* probs, int64_t ld,
+                              int col, int width, const Tensor* attention) {
   const PackedLayout& layout = batch.layout;
+  MMAN_CHECK(static_cast<int64_t>(keys.size()) == layout.convs(),
+             "frozen output cache: {} conversation keys for a batch of {} conversations", keys.size(), layout.convs());
   if (cached_rows_ + layout.rows() > kMaxCachedRows) {
     entries_.clear();
     cached_rows_ = 0;
   }
   attention_cols_ = attention != nullptr ? static_cast<int>(attention->cols()) : 0;
   for (int b = 0; b < layout.convs(); ++b) {
-    Entry& e = entries_[keys_[static_cast<size_t>(b)]];
+    Entry& e = entries_[keys[static_cast<size_t>(b)]];
     if (e.length == 0) cached_rows_ += layout.lengths[static_cast<size_t>(b)];
     e.length = layout.lengths[static_cast<size_t>(b)];
     e.probs.resize(static_cast<size_t>(e.length) * width);

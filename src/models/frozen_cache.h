@@ -36,16 +36,24 @@ class FrozenOutputCache {
   // modalities), the same for every sub-network's cache: computed once per forward.
   static void conversation_keys(const Batch& batch, std::vector<uint64_t>& keys);
 
-  // Starts a forward on `batch`, whose conversation_keys() are `keys`: refreshes the
-  // parameter fingerprint (clearing the cache on a change). Returns true when every
-  // conversation of the batch is cached. Caches of different sub-networks may begin,
-  // load and store on different threads at the same time.
+  // Refreshes the parameter fingerprint, clearing the cache when the values changed.
+  void refresh(const ParamStore& params);
+  // Whether every conversation of a batch (its conversation_keys() and layout) is cached.
+  bool contains(const std::vector<uint64_t>& keys, const PackedLayout& layout) const;
+
+  // Starts a forward on `batch`, whose conversation_keys() are `keys`: refresh(), then
+  // contains(). Caches of different sub-networks may begin, load and store on different
+  // threads at the same time.
   bool begin(const ParamStore& params, const Batch& batch, const std::vector<uint64_t>& keys);
   bool begin(const ParamStore& params, const Batch& batch);  // computes the keys itself
   // After a miss, the caller computed the batch: stores each conversation's rows of
   // `probs` (columns [col, col + width) of a [rows x ld] matrix) and of `attention`
   // (rows x attention->cols(), may be null).
   void store(const Batch& batch, const float* probs, int64_t ld, int col, int width, const Tensor* attention);
+  // The same for a batch given with its keys, outside a begin() (filling ahead of the
+  // batches that will need it).
+  void store(const std::vector<uint64_t>& keys, const Batch& batch, const float* probs, int64_t ld, int col,
+             int width, const Tensor* attention);
   // On a hit: writes the cached rows into probs columns [col, col + width) and, when the
   // sub-network has attention and `attention` is not null, into it (resized to
   // [rows x its width]).

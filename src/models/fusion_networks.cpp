@@ -1,12 +1,15 @@
 // Late-fusion networks: clstm_lf (cLSTM block over sub-network softmax outputs) and mman (Linear).
+#include <algorithm>
 #include <atomic>
 #include <exception>
+#include <mutex>
 #include <vector>
 
 #include "mman/error.h"
 #include "mman/layers/activation.h"
 #include "mman/layers/linear.h"
 #include "mman/models/clstm.h"
+#include "mman/threads.h"
 #include "src/core/parallel.h"
 #include "src/models/frozen_cache.h"
 #include "src/models/networks.h"
@@ -14,6 +17,34 @@
 namespace mman {
 
 namespace {
+
+// Runs body(i) for i in [0, count) on the pool (src/core/parallel.h), whose chunks must not
+// throw: the first error is carried out and rethrown on the calling thread; chunks that
+// start after it do nothing.
+template <typename F>
+void parallel_rethrowing(int count, F&& body) {
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  detail::parallel_chunks(count, [&](int i) {
+    if (failed.load()) return;
+    try {
+      body(i);
+    } catch (...) {
+      if (!failed.exchange(true)) error = std::current_exception();
+    }
+  });
+  if (error) std::rethrow_exception(error);
+}
+
+// Conversations per group of precompute_frozen() are cut at this many rows. Groups of
+// similar length keep every recurrent step's product wide (a batch of the training plan
+// runs its longest conversation's last steps on one or two rows), and a bound near the
+// largest training batches' rows (IEMOCAP: up to ~700 at 10 conversations) keeps the
+// sub-networks' buffers near the size training gives them. Measured on the synthetic
+// IEMOCAP at 2 threads (bench/NOTES.md): 384 / 512 / 640 / 768 / 896 / 1024 rows gave
+// 0.26 / 0.23 / 0.21 / 0.20 / 0.20 / 0.21 s for mman's frozen sub-networks, with 768 the
+// largest before peak memory grows (1024: +60 MiB).
+constexpr int64_t kPrecomputeRows = 768;
 
 // Sub-networks run first; their class probabilities (softmax over the classes, or over
 // each 2-way head for binary4) are written side by side into one [rows x S*O] matrix,
@@ -38,10 +69,12 @@ class FusionNetwork : public Network {
     }
     sub_logits_.resize(subs_.size());
     frozen_.assign(subs_.size(), false);
+    for (size_t s = 0; s < subs_.size(); ++s) sub_prefixes_.push_back(prefix + "subnets." + c.subnets[s].name + ".");
     if (FrozenOutputCache::available()) {
       cache_.resize(subs_.size());
-      for (size_t s = 0; s < subs_.size(); ++s) cache_[s].set_params(params, prefix + "subnets." + c.subnets[s].name + ".");
+      for (size_t s = 0; s < subs_.size(); ++s) cache_[s].set_params(params, sub_prefixes_[s]);
     }
+    precomputed_probs_.resize(subs_.size());
     cached_attention_.resize(subs_.size());
     attention_cached_.assign(subs_.size(), 0);
   }
@@ -80,26 +113,18 @@ class FusionNetwork : public Network {
     // cache's parameter fingerprint included), with no synchronisation between them,
     // each writing its own columns. A row's result is the same whichever thread computes it.
     if (!frozen_runs_.empty() && !cache_.empty()) FrozenOutputCache::conversation_keys(batch, keys_);
-    // A chunk must not throw (src/core/parallel.h): the first error (e.g. a batch without
-    // a sub-network's modality) is carried out and rethrown here.
-    std::exception_ptr error;
-    std::atomic<bool> failed{false};
-    detail::parallel_chunks(static_cast<int>(frozen_runs_.size()), [&](int i) {
+    // The first error of a chunk (e.g. a batch without a sub-network's modality) is
+    // rethrown here.
+    parallel_rethrowing(static_cast<int>(frozen_runs_.size()), [&](int i) {
       const int s = frozen_runs_[static_cast<size_t>(i)];
-      try {
-        if (!cache_.empty() && cache_[s].begin(params, batch, keys_)) {
-          cache_[s].load(batch, probs_.data(), width, s * outputs_, outputs_, &cached_attention_[s]);
-          attention_cached_[s] = 1;
-          return;
-        }
-        run_sub(s, Mode::Eval);
-        if (!cache_.empty())
-          cache_[s].store(batch, probs_.data(), width, s * outputs_, outputs_, subs_[s]->attention());
-      } catch (...) {
-        if (!failed.exchange(true)) error = std::current_exception();
+      if (!cache_.empty() && cache_[s].begin(params, batch, keys_)) {
+        cache_[s].load(batch, probs_.data(), width, s * outputs_, outputs_, &cached_attention_[s]);
+        attention_cached_[s] = 1;
+        return;
       }
+      run_sub(s, Mode::Eval);
+      if (!cache_.empty()) cache_[s].store(batch, probs_.data(), width, s * outputs_, outputs_, subs_[s]->attention());
     });
-    if (error) std::rethrow_exception(error);
     if (lf_) {
       top_.forward(params, batch.layout, probs_.data(), logits, mode, key, top_ctx_);
     } else {
@@ -136,6 +161,118 @@ class FusionNetwork : public Network {
     }
   }
 
+  // The frozen sub-networks' outputs for `conversations`, computed into their caches
+  // (Model::precompute_frozen). The conversations are cut, longest first, into groups of
+  // at most kPrecomputeRows rows; each (sub-network, group) pair not yet cached is one
+  // task. A sub-network computes one group at a time (it owns one forward context), so a
+  // free thread takes the next group of the idle sub-network with the most work left:
+  // the threads stay busy until the last groups, where running four whole sub-networks
+  // side by side on two threads (forward()) leaves one thread idle for part of every
+  // batch. The stored bits are those a batch's own forward would give (frozen_cache.h).
+  // A group any of whose conversations a sub-network lacks is computed whole (and counted).
+  int64_t precompute_frozen(const ParamStore& params, const Dataset& ds, const LabelProtocol& protocol,
+                            const std::vector<int>& conversations) override {
+    if (cache_.empty() || conversations.empty()) return 0;
+    std::vector<int> frozen;
+    for (int s = 0; s < static_cast<int>(subs_.size()); ++s)
+      if (subs_[static_cast<size_t>(s)]->frozen(params)) frozen.push_back(s);
+    if (frozen.empty()) return 0;
+
+    std::vector<int> order = conversations;
+    for (int c : order)
+      MMAN_CHECK(c >= 0 && c < ds.num_conversations(), "{}: conversation index {} is outside the data's {}", who_, c,
+                 ds.num_conversations());
+    std::sort(order.begin(), order.end());
+    order.erase(std::unique(order.begin(), order.end()), order.end());
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return ds.conv_length(a) > ds.conv_length(b); });
+    std::vector<std::vector<int>> groups;
+    int64_t group_rows = 0;
+    for (int c : order) {
+      const int64_t len = ds.conv_length(c);
+      if (groups.empty() || group_rows + len > kPrecomputeRows) {
+        groups.emplace_back();
+        group_rows = 0;
+      }
+      groups.back().push_back(c);
+      group_rows += len;
+    }
+    const int group_count = static_cast<int>(groups.size());
+    std::vector<Batch> batches(groups.size());
+    std::vector<std::vector<uint64_t>> keys(groups.size());
+    parallel_rethrowing(group_count, [&](int g) {
+      make_batch(ds, protocol, groups[static_cast<size_t>(g)], batches[static_cast<size_t>(g)]);
+      FrozenOutputCache::conversation_keys(batches[static_cast<size_t>(g)], keys[static_cast<size_t>(g)]);
+    });
+
+    // Per frozen sub-network: the groups it still lacks, and its work left (rows times its
+    // parameter count, which is its cost per row up to a constant).
+    const int f_count = static_cast<int>(frozen.size());
+    std::vector<std::vector<int>> todo(frozen.size());
+    std::vector<double> work_left(frozen.size(), 0.0), per_row(frozen.size(), 0.0);
+    for (int i = 0; i < f_count; ++i) {
+      const std::string& p = sub_prefixes_[static_cast<size_t>(frozen[static_cast<size_t>(i)])];
+      for (const ParamInfo& info : params.infos())
+        if (info.name.compare(0, p.size(), p) == 0) per_row[static_cast<size_t>(i)] += static_cast<double>(info.size);
+    }
+    parallel_rethrowing(f_count, [&](int i) {
+      FrozenOutputCache& cache = cache_[static_cast<size_t>(frozen[static_cast<size_t>(i)])];
+      cache.refresh(params);
+      for (int g = 0; g < group_count; ++g)
+        if (!cache.contains(keys[static_cast<size_t>(g)], batches[static_cast<size_t>(g)].layout)) {
+          todo[static_cast<size_t>(i)].push_back(g);
+          work_left[static_cast<size_t>(i)] +=
+              per_row[static_cast<size_t>(i)] * static_cast<double>(batches[static_cast<size_t>(g)].rows());
+        }
+    });
+
+    std::mutex mutex;
+    std::vector<size_t> next(frozen.size(), 0);
+    std::vector<char> busy(frozen.size(), 0);
+    int64_t computed = 0;
+    parallel_rethrowing(num_threads(), [&](int) {
+      for (;;) {
+        int pick = -1, g = -1;
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          for (int i = 0; i < f_count; ++i) {
+            const size_t u = static_cast<size_t>(i);
+            if (!busy[u] && next[u] < todo[u].size() &&
+                (pick < 0 || work_left[u] > work_left[static_cast<size_t>(pick)]))
+              pick = i;
+          }
+          if (pick < 0) return;  // the sub-networks with groups left are all being computed
+          const size_t u = static_cast<size_t>(pick);
+          busy[u] = 1;
+          g = todo[u][next[u]++];
+          work_left[u] -= per_row[u] * static_cast<double>(batches[static_cast<size_t>(g)].rows());
+        }
+        const int s = frozen[static_cast<size_t>(pick)];
+        const Batch& b = batches[static_cast<size_t>(g)];
+        // Released however the computation ends, so an error elsewhere never leaves a
+        // sub-network marked busy (the error itself reaches the caller).
+        struct Release {
+          std::mutex& m;
+          char& flag;
+          ~Release() {
+            std::lock_guard<std::mutex> lock(m);
+            flag = 0;
+          }
+        } release{mutex, busy[static_cast<size_t>(pick)]};
+        Network& sub = *subs_[static_cast<size_t>(s)];
+        Tensor& logits = sub_logits_[static_cast<size_t>(s)];
+        Tensor& probs = precomputed_probs_[static_cast<size_t>(s)];
+        sub.forward(params, b, Mode::Eval, DropoutKey{}, logits);
+        probs.resize(b.rows(), outputs_);
+        softmax_forward(logits.data(), outputs_, b.rows(), outputs_, group_, probs.data(), outputs_);
+        cache_[static_cast<size_t>(s)].store(keys[static_cast<size_t>(g)], b, probs.data(), outputs_, 0, outputs_,
+                                             sub.attention());
+        std::lock_guard<std::mutex> lock(mutex);
+        computed += b.layout.convs();
+      }
+    });
+    return computed;
+  }
+
   const Tensor* attention() const override {
     for (size_t s = 0; s < subs_.size(); ++s) {
       if (attention_cached_[s]) {
@@ -156,7 +293,9 @@ class FusionNetwork : public Network {
   ClstmBlock top_;  // clstm_lf
   Linear fusion_;   // mman
   ClstmBlockContext top_ctx_;
+  std::vector<std::string> sub_prefixes_;  // "<prefix>subnets.<name>." of each sub-network
   std::vector<Tensor> sub_logits_;
+  std::vector<Tensor> precomputed_probs_;  // per sub-network: a group's probabilities (precompute_frozen)
   std::vector<bool> frozen_;
   Tensor probs_, dprobs_, dsub_;
   std::vector<FrozenOutputCache> cache_;  // per sub-network; empty where caching is not exact

@@ -123,6 +123,16 @@ class Phase {
         state_.partial_seconds += now_seconds() - start;
         return false;
       }
+      if (!frozen_precomputed_ && dev_ == nullptr) {
+        // Frozen sub-networks (stage 2 of clstm_lf and mman) computed for the training
+        // and validation conversations at once, inside the first epoch this call trains
+        // and its timing: the same outputs the batches would compute, computed faster
+        // (Model::precompute_frozen); a no-op for other models.
+        std::vector<int> convs = splits_.train;
+        convs.insert(convs.end(), splits_.valid.begin(), splits_.valid.end());
+        model_.precompute_frozen(ds_, protocol_, convs);
+        frozen_precomputed_ = true;
+      }
       make_batch(ds_, protocol_, plan[b], batch_);
       state_.batch = static_cast<int64_t>(b) + 1;
       if (batch_.num_labelled == 0) continue;  // nothing to learn from; no step
@@ -289,6 +299,7 @@ class Phase {
   DeviceTraining* dev_;  // the model's device interface, or null on the CPU
   TrainState state_;
   Batch batch_;
+  bool frozen_precomputed_ = false;  // precompute_frozen() ran in this call
   Tensor dlogits_;
 };
 

@@ -65,6 +65,17 @@ class Model {
   // MMA models: the last forward's attention weights [rows x 9] (query m, key n at
   // column 3m + n, modalities in the model's order); others: nullptr.
   virtual const Tensor* attention() const { return nullptr; }
+  // Composite models (clstm_lf, mman) whose sub-networks are frozen: computes those
+  // sub-networks' outputs for the given conversations ahead of the batches that will read
+  // them (src/models/frozen_cache.h), in groups of conversations of similar length spread
+  // over the threads, which is cheaper than batch by batch. Results are the same bits
+  // either way. Returns how many (sub-network, conversation) outputs it computed: 0 when
+  // all were ready, nothing is frozen, or the model keeps no such cache (the default).
+  virtual int64_t precompute_frozen(const Dataset& ds, const LabelProtocol& protocol,
+                                    const std::vector<int>& conversations) {
+    (void)ds, (void)protocol, (void)conversations;
+    return 0;
+  }
   // Composite models (clstm_lf, mman): the sub-network configs whose parameters live
   // under "subnets.<name>." and are trained in stage 1.
   virtual std::vector<ModelConfig> subnet_configs() const { return {}; }

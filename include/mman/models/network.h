@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "mman/data/batch.h"
 #include "mman/layers/mode.h"
@@ -37,6 +38,12 @@ class Network {
                        Tensor& logits) = 0;
   // After forward() on the same batch: parameter gradients accumulate (+=).
   virtual void backward(ParamStore& params, const Batch& batch, const Tensor& dlogits) = 0;
+  // Model::precompute_frozen() on this network's parameters (fusion networks; others: 0).
+  virtual int64_t precompute_frozen(const ParamStore& params, const Dataset& ds, const LabelProtocol& protocol,
+                                    const std::vector<int>& conversations) {
+    (void)params, (void)ds, (void)protocol, (void)conversations;
+    return 0;
+  }
   // MMA weights of the last forward ([rows x M*M]), or the first MMA sub-network's.
   virtual const Tensor* attention() const { return nullptr; }
   // True when none of this network's parameters is trainable (a frozen sub-network).
