@@ -41,9 +41,9 @@ void parallel_rethrowing(int count, F&& body) {
 // runs its longest conversation's last steps on one or two rows), and a bound near the
 // largest training batches' rows (IEMOCAP: up to ~700 at 10 conversations) keeps the
 // sub-networks' buffers near the size training gives them. Measured on the synthetic
-// IEMOCAP at 2 threads (bench/NOTES.md): 384 / 512 / 640 / 768 / 896 / 1024 rows gave
-// 0.26 / 0.23 / 0.21 / 0.20 / 0.20 / 0.21 s for mman's frozen sub-networks, with 768 the
-// largest before peak memory grows (1024: +60 MiB).
+// IEMOCAP at 2 threads (bench/NOTES.md, change 17): 384 / 512 / 640 / 768 / 896 / 1024 rows
+// gave mman's first stage-2 epoch in 0.26 / 0.24 / 0.22 / 0.20-0.21 / 0.20 / 0.22 s, and 768
+// is the largest before peak memory grows (896: +50 MiB).
 constexpr int64_t kPrecomputeRows = 768;
 
 // Sub-networks run first; their class probabilities (softmax over the classes, or over
