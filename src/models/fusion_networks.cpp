@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <atomic>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -163,13 +164,15 @@ class FusionNetwork : public Network {
 
   // The frozen sub-networks' outputs for `conversations`, computed into their caches
   // (Model::precompute_frozen). The conversations are cut, longest first, into groups of
-  // at most kPrecomputeRows rows; each (sub-network, group) pair not yet cached is one
-  // task. A sub-network computes one group at a time (it owns one forward context), so a
-  // free thread takes the next group of the idle sub-network with the most work left:
-  // the threads stay busy until the last groups, where running four whole sub-networks
-  // side by side on two threads (forward()) leaves one thread idle for part of every
-  // batch. The stored bits are those a batch's own forward would give (frozen_cache.h).
-  // A group any of whose conversations a sub-network lacks is computed whole (and counted).
+  // at most kPrecomputeRows rows; each (sub-network, group) pair is one task. A
+  // sub-network computes one group at a time (it owns one forward context), so a free
+  // thread takes the next group of the idle sub-network with the most work left: the
+  // threads stay busy until the last groups, where running four whole sub-networks side
+  // by side on two threads (forward()) leaves one thread idle for part of every batch.
+  // A group's batch is built by the first task that needs it and freed once every frozen
+  // sub-network has passed it, so only a few groups are in memory, never a copy of the
+  // split. A group any of whose conversations a sub-network lacks is computed whole (and
+  // counted). The stored bits are those a batch's own forward would give (frozen_cache.h).
   int64_t precompute_frozen(const ParamStore& params, const Dataset& ds, const LabelProtocol& protocol,
                             const std::vector<int>& conversations) override {
     if (cache_.empty() || conversations.empty()) return 0;
@@ -185,89 +188,99 @@ class FusionNetwork : public Network {
     std::sort(order.begin(), order.end());
     order.erase(std::unique(order.begin(), order.end()), order.end());
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return ds.conv_length(a) > ds.conv_length(b); });
-    std::vector<std::vector<int>> groups;
-    int64_t group_rows = 0;
+    const int f_count = static_cast<int>(frozen.size());
+    struct Group {
+      std::vector<int> convs;
+      int64_t rows = 0;
+      int users_left = 0;  // frozen sub-networks that have not passed it yet
+      std::once_flag built;
+      Batch batch;
+      std::vector<uint64_t> keys;
+    };
+    std::vector<std::unique_ptr<Group>> groups;
     for (int c : order) {
       const int64_t len = ds.conv_length(c);
-      if (groups.empty() || group_rows + len > kPrecomputeRows) {
-        groups.emplace_back();
-        group_rows = 0;
+      if (groups.empty() || groups.back()->rows + len > kPrecomputeRows) {
+        groups.push_back(std::make_unique<Group>());
+        groups.back()->users_left = f_count;
       }
-      groups.back().push_back(c);
-      group_rows += len;
+      groups.back()->convs.push_back(c);
+      groups.back()->rows += len;
     }
-    const int group_count = static_cast<int>(groups.size());
-    std::vector<Batch> batches(groups.size());
-    std::vector<std::vector<uint64_t>> keys(groups.size());
-    parallel_rethrowing(group_count, [&](int g) {
-      make_batch(ds, protocol, groups[static_cast<size_t>(g)], batches[static_cast<size_t>(g)]);
-      FrozenOutputCache::conversation_keys(batches[static_cast<size_t>(g)], keys[static_cast<size_t>(g)]);
-    });
+    const size_t group_count = groups.size();
 
-    // Per frozen sub-network: the groups it still lacks, and its work left (rows times its
-    // parameter count, which is its cost per row up to a constant).
-    const int f_count = static_cast<int>(frozen.size());
-    std::vector<std::vector<int>> todo(frozen.size());
+    // Per frozen sub-network: its fingerprint refreshed (a change empties its cache), and
+    // its work left: rows times its parameter count, its cost per row up to a constant.
     std::vector<double> work_left(frozen.size(), 0.0), per_row(frozen.size(), 0.0);
+    int64_t all_rows = 0;
+    for (const auto& g : groups) all_rows += g->rows;
     for (int i = 0; i < f_count; ++i) {
-      const std::string& p = sub_prefixes_[static_cast<size_t>(frozen[static_cast<size_t>(i)])];
+      const size_t u = static_cast<size_t>(i);
+      const std::string& p = sub_prefixes_[static_cast<size_t>(frozen[u])];
       for (const ParamInfo& info : params.infos())
-        if (info.name.compare(0, p.size(), p) == 0) per_row[static_cast<size_t>(i)] += static_cast<double>(info.size);
+        if (info.name.compare(0, p.size(), p) == 0) per_row[u] += static_cast<double>(info.size);
+      work_left[u] = per_row[u] * static_cast<double>(all_rows);
     }
-    parallel_rethrowing(f_count, [&](int i) {
-      FrozenOutputCache& cache = cache_[static_cast<size_t>(frozen[static_cast<size_t>(i)])];
-      cache.refresh(params);
-      for (int g = 0; g < group_count; ++g)
-        if (!cache.contains(keys[static_cast<size_t>(g)], batches[static_cast<size_t>(g)].layout)) {
-          todo[static_cast<size_t>(i)].push_back(g);
-          work_left[static_cast<size_t>(i)] +=
-              per_row[static_cast<size_t>(i)] * static_cast<double>(batches[static_cast<size_t>(g)].rows());
-        }
-    });
+    parallel_rethrowing(f_count, [&](int i) { cache_[static_cast<size_t>(frozen[static_cast<size_t>(i)])].refresh(params); });
 
     std::mutex mutex;
-    std::vector<size_t> next(frozen.size(), 0);
+    std::vector<size_t> next(frozen.size(), 0);  // each sub-network's next group
     std::vector<char> busy(frozen.size(), 0);
     int64_t computed = 0;
     parallel_rethrowing(num_threads(), [&](int) {
       for (;;) {
-        int pick = -1, g = -1;
+        size_t u = 0;
+        Group* g = nullptr;
         {
           std::lock_guard<std::mutex> lock(mutex);
+          int pick = -1;
           for (int i = 0; i < f_count; ++i) {
-            const size_t u = static_cast<size_t>(i);
-            if (!busy[u] && next[u] < todo[u].size() &&
-                (pick < 0 || work_left[u] > work_left[static_cast<size_t>(pick)]))
+            const size_t k = static_cast<size_t>(i);
+            if (!busy[k] && next[k] < group_count && (pick < 0 || work_left[k] > work_left[static_cast<size_t>(pick)]))
               pick = i;
           }
           if (pick < 0) return;  // the sub-networks with groups left are all being computed
-          const size_t u = static_cast<size_t>(pick);
+          u = static_cast<size_t>(pick);
           busy[u] = 1;
-          g = todo[u][next[u]++];
-          work_left[u] -= per_row[u] * static_cast<double>(batches[static_cast<size_t>(g)].rows());
+          g = groups[next[u]++].get();
+          work_left[u] -= per_row[u] * static_cast<double>(g->rows);
         }
-        const int s = frozen[static_cast<size_t>(pick)];
-        const Batch& b = batches[static_cast<size_t>(g)];
-        // Released however the computation ends, so an error elsewhere never leaves a
-        // sub-network marked busy (the error itself reaches the caller).
+        // Releases the sub-network however the task ends, so an error never leaves it
+        // marked busy (the error itself reaches the caller); after a task that completed,
+        // the last sub-network to pass a group frees its batch.
         struct Release {
           std::mutex& m;
-          char& flag;
+          char& busy;
+          Group& group;
+          bool done = false;
           ~Release() {
             std::lock_guard<std::mutex> lock(m);
-            flag = 0;
+            busy = 0;
+            if (done && --group.users_left == 0) {
+              group.batch = Batch();
+              group.keys = std::vector<uint64_t>();
+            }
           }
-        } release{mutex, busy[static_cast<size_t>(pick)]};
-        Network& sub = *subs_[static_cast<size_t>(s)];
-        Tensor& logits = sub_logits_[static_cast<size_t>(s)];
-        Tensor& probs = precomputed_probs_[static_cast<size_t>(s)];
-        sub.forward(params, b, Mode::Eval, DropoutKey{}, logits);
-        probs.resize(b.rows(), outputs_);
-        softmax_forward(logits.data(), outputs_, b.rows(), outputs_, group_, probs.data(), outputs_);
-        cache_[static_cast<size_t>(s)].store(keys[static_cast<size_t>(g)], b, probs.data(), outputs_, 0, outputs_,
-                                             sub.attention());
-        std::lock_guard<std::mutex> lock(mutex);
-        computed += b.layout.convs();
+        } release{mutex, busy[u], *g};
+        std::call_once(g->built, [&] {
+          make_batch(ds, protocol, g->convs, g->batch);
+          FrozenOutputCache::conversation_keys(g->batch, g->keys);
+        });
+        const int s = frozen[u];
+        FrozenOutputCache& cache = cache_[static_cast<size_t>(s)];
+        if (!cache.contains(g->keys, g->batch.layout)) {
+          Network& sub = *subs_[static_cast<size_t>(s)];
+          Tensor& logits = sub_logits_[static_cast<size_t>(s)];
+          Tensor& probs = precomputed_probs_[static_cast<size_t>(s)];
+          const int64_t rows = g->batch.rows();
+          sub.forward(params, g->batch, Mode::Eval, DropoutKey{}, logits);
+          probs.resize(rows, outputs_);
+          softmax_forward(logits.data(), outputs_, rows, outputs_, group_, probs.data(), outputs_);
+          cache.store(g->keys, g->batch, probs.data(), outputs_, 0, outputs_, sub.attention());
+          std::lock_guard<std::mutex> lock(mutex);
+          computed += g->batch.layout.convs();
+        }
+        release.done = true;
       }
     });
     return computed;
