@@ -80,39 +80,28 @@ void check(const Tensor& logits, const std::vector<int32_t>& targets, int heads,
   }
 }
 
-using test::random_logits;
-using test::random_targets;
+using test::cross_entropy_huge_mixed_cases;
+using test::cross_entropy_huge_tie_case;
+using test::cross_entropy_huge_tie_loss;
+using test::cross_entropy_invalid_target_case;
+using test::cross_entropy_nan_cases;
+using test::cross_entropy_shape_cases;
+using test::cross_entropy_tie_cases;
+using test::CrossEntropyCase;
 
-TEST(KernelsCrossEntropy, SingleHeadMatchesTheCpuForRaggedRowCounts) {
-  for (int64_t rows : {1, 255, 256, 257, 600})
-    for (int cols : {4, 6}) {
-      const Tensor logits = random_logits(rows, cols, 3.0, 10 + static_cast<uint64_t>(rows));
-      check(logits, random_targets(rows, cols, 0.2, 20 + static_cast<uint64_t>(rows)), 1,
-            std::to_string(rows) + " rows, " + std::to_string(cols) + " classes");
-    }
-}
+void check(const CrossEntropyCase& c) { check(c.logits, c.targets, c.heads, c.what); }
 
-TEST(KernelsCrossEntropy, Binary4HeadsMatchTheCpu) {
-  for (int64_t rows : {1, 37, 300}) {
-    const Tensor logits = random_logits(rows, 8, 2.0, 30 + static_cast<uint64_t>(rows));
-    check(logits, random_targets(rows, 4, 0.3, 40 + static_cast<uint64_t>(rows)), 4, std::to_string(rows) + " rows");
-  }
+TEST(KernelsCrossEntropy, SingleHeadAndBinary4HeadsMatchTheCpuForRaggedRowCounts) {
+  for (const CrossEntropyCase& c : cross_entropy_shape_cases()) check(c);
 }
 
 // Ties go to the lower column; logits of any finite size stay finite; nothing labelled gives
 // loss 0 and a zero gradient.
 TEST(KernelsCrossEntropy, TiesExtremeLogitsAndNoLabelledRows) {
-  Tensor ties(3, 4), ties8(5, 8);
-  for (int64_t i = 0; i < ties.size(); ++i) ties.data()[i] = 1.5f;
-  for (int64_t i = 0; i < ties8.size(); ++i) ties8.data()[i] = -0.5f;
-  check(ties, {0, 1, 3}, 1, "ties");
-  check(ties8, {2, 2, 0, 1, 3}, 4, "binary4 ties");
-  const Tensor huge = random_logits(40, 5, 3e4, 5);
-  check(huge, random_targets(40, 5, 0.1, 6), 1, "huge logits");
-  const Tensor logits = random_logits(20, 4, 1.0, 7);
-  check(logits, std::vector<int32_t>(20, -1), 1, "all masked");
+  const std::vector<CrossEntropyCase> cases = cross_entropy_tie_cases();
+  for (const CrossEntropyCase& c : cases) check(c);
   ScopedEmulation scope(simt::test_schedules().front());
-  const KernelRun run = run_kernel(logits, std::vector<int32_t>(20, -1), 1);
+  const KernelRun run = run_kernel(cases.back().logits, cases.back().targets, 1);
   EXPECT_EQ(run.result.loss, 0.0);
   for (float g : run.dlogits) EXPECT_EQ(g, 0.0f);
 }
@@ -121,68 +110,32 @@ TEST(KernelsCrossEntropy, TiesExtremeLogitsAndNoLabelledRows) {
 // is log(sum) - (z_t - max), the probabilities exp(z - max) / sum, so ties at +-1e20 or +-1e30
 // still give log(k) and 1/k. (mx + log(sum) would round to mx: loss 0, probabilities 1.)
 TEST(KernelsCrossEntropy, HugeLogitsKeepLogSumExp) {
-  const std::vector<std::vector<float>> rows = {
-      {1e20f, 1e20f, -1e20f, 5.0f},  {-1e30f, -1e30f, -1e30f, -1e30f}, {1e30f, -1e30f, 1e30f, 1e30f},
-      {-1e20f, 1e20f, 1e20f, 1e20f}, {1e30f, 1e20f, -1e20f, 1e30f},    {-1e20f, -1e20f, -1e30f, -1e30f},
-      {3e20f, 3e20f, 3e20f, 0.0f},   {2.0f, -1e30f, -1e30f, 2.0f}};
-  const std::vector<int32_t> targets = {0, 2, 3, 1, 3, 1, 2, 0};
-  Tensor logits(static_cast<int64_t>(rows.size()), 4);
-  for (size_t r = 0; r < rows.size(); ++r) std::memcpy(logits.row(static_cast<int64_t>(r)), rows[r].data(), 16);
-  check(logits, targets, 1, "ties at huge magnitudes");
-  // Every row a tie of k maxima with the target among them: loss log(k), derived by hand.
-  const double expected = (std::log(2.0) + std::log(4.0) + std::log(3.0) + std::log(3.0) + std::log(2.0) +
-                           std::log(2.0) + std::log(3.0) + std::log(2.0)) / 8.0;
+  const CrossEntropyCase ties = cross_entropy_huge_tie_case();
+  check(ties);
   ScopedEmulation scope(simt::test_schedules().back());
-  const KernelRun run = run_kernel(logits, targets, 1);
-  EXPECT_NEAR(run.result.loss, expected, 16 * DBL_EPSILON);
-  // The tied target of row 1 (four ways): (1/4 - 1) / 8, within a float ulp.
+  const KernelRun run = run_kernel(ties.logits, ties.targets, 1);
+  EXPECT_NEAR(run.result.loss, cross_entropy_huge_tie_loss(), 16 * DBL_EPSILON);
   EXPECT_NEAR(run.dlogits[4 + 2], -0.75f / 8.0f, FLT_EPSILON);
-  // Random logits of 1e20 and 1e30 with both signs, and binary heads tied at +-1e30.
-  Tensor mixed = random_logits(300, 5, 1.0, 11);
-  Rng rng(12);
-  for (int64_t i = 0; i < mixed.size(); ++i) {
-    const double u = rng.uniform();
-    mixed.data()[i] = u < 0.3 ? 1e30f : u < 0.5 ? -1e30f : u < 0.7 ? 1e20f : u < 0.8 ? -1e20f : mixed.data()[i];
-  }
-  check(mixed, random_targets(300, 5, 0.1, 13), 1, "mixed 1e20 / 1e30 logits");
-  Tensor heads(4, 8);
-  const float pattern[8] = {1e30f, 1e30f, -1e30f, -1e30f, 1e20f, -1e20f, 1e30f, 1e30f};
-  for (int64_t r = 0; r < heads.rows(); ++r) std::memcpy(heads.row(r), pattern, sizeof pattern);
-  check(heads, {0, 1, 2, 3}, 4, "binary4 heads tied at 1e30");
+  for (const CrossEntropyCase& c : cross_entropy_huge_mixed_cases()) check(c);
 }
 
 // A NaN logit poisons its row's loss (so the trainer's NaN check fires) and gradient on both
 // sides; other rows keep their gradient.
 TEST(KernelsCrossEntropy, NanLogitsGiveNanLikeTheCpu) {
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  Tensor logits = random_logits(40, 4, 2.0, 14);
-  logits.row(3)[0] = nan;   // NaN as the first column: the argmax's start
-  logits.row(17)[2] = nan;  // NaN elsewhere
-  logits.row(30)[1] = -nan;
-  std::vector<int32_t> targets = random_targets(40, 4, 0.0, 15);
-  check(logits, targets, 1, "NaN logits");
-  Tensor binary = random_logits(9, 8, 2.0, 16);
-  binary.row(4)[5] = nan;
-  check(binary, random_targets(9, 4, 0.0, 17), 4, "binary4 NaN logit");
-  // A masked row's NaN counts for nothing.
-  targets[3] = targets[17] = targets[30] = -1;
-  check(logits, targets, 1, "NaN logits on masked rows");
+  for (const CrossEntropyCase& c : cross_entropy_nan_cases()) check(c);
 }
 
 // An invalid target is reported with the CPU's message (the first bad row), not computed.
 TEST(KernelsCrossEntropy, InvalidTargetsAreReportedLikeTheCpu) {
-  const Tensor logits = random_logits(300, 4, 1.0, 8);
-  std::vector<int32_t> targets = random_targets(300, 4, 0.1, 9);
-  targets[270] = 4;
-  targets[281] = -2;
+  const CrossEntropyCase c = cross_entropy_invalid_target_case();
   std::string cpu_message;
   try {
-    masked_cross_entropy(logits, targets.data(), 1, nullptr);
+    masked_cross_entropy(c.logits, c.targets.data(), 1, nullptr);
   } catch (const Error& e) {
     cpu_message = e.what();
   }
   ASSERT_FALSE(cpu_message.empty());
-  const KernelRun run = run_kernel(logits, targets, 1);
+  const KernelRun run = run_kernel(c.logits, c.targets, 1);
   EXPECT_EQ(run.result.bad_row, 270);
   try {
     kernels::check_cross_entropy_result(run.result, 4, 1);

@@ -64,9 +64,15 @@ namespace {
 
 using test::adam_store;
 using test::clip_store;
+using test::cross_entropy_huge_mixed_cases;
+using test::cross_entropy_huge_tie_case;
+using test::cross_entropy_huge_tie_loss;
+using test::cross_entropy_invalid_target_case;
+using test::cross_entropy_nan_cases;
+using test::cross_entropy_shape_cases;
+using test::cross_entropy_tie_cases;
+using test::CrossEntropyCase;
 using test::from_bits;
-using test::random_logits;
-using test::random_targets;
 using test::relu_inputs;
 using test::special_values;
 
@@ -491,83 +497,40 @@ void check_cross_entropy(const Tensor& logits, const std::vector<int32_t>& targe
   EXPECT_EQ(std::memcmp(&again.result.loss_sum, &r.loss_sum, sizeof(double)), 0);
 }
 
+void check_cross_entropy(const CrossEntropyCase& c) { check_cross_entropy(c.logits, c.targets, c.heads, c.what); }
+
 TEST_F(KernelsNative, CrossEntropyMatchesTheCpuForHeadsRowCountsTiesAndExtremes) {
-  for (int64_t rows : {1, 255, 256, 257, 600})
-    for (int cols : {4, 6})
-      check_cross_entropy(random_logits(rows, cols, 3.0, 10 + static_cast<uint64_t>(rows)),
-                          random_targets(rows, cols, 0.2, 20 + static_cast<uint64_t>(rows)), 1,
-                          std::to_string(rows) + " rows, " + std::to_string(cols) + " classes");
-  for (int64_t rows : {1, 37, 300})
-    check_cross_entropy(random_logits(rows, 8, 2.0, 30 + static_cast<uint64_t>(rows)),
-                        random_targets(rows, 4, 0.3, 40 + static_cast<uint64_t>(rows)), 4,
-                        "binary4, " + std::to_string(rows) + " rows");
-  Tensor ties(3, 4), ties8(5, 8);
-  for (int64_t i = 0; i < ties.size(); ++i) ties.data()[i] = 1.5f;
-  for (int64_t i = 0; i < ties8.size(); ++i) ties8.data()[i] = -0.5f;
-  check_cross_entropy(ties, {0, 1, 3}, 1, "ties");
-  check_cross_entropy(ties8, {2, 2, 0, 1, 3}, 4, "binary4 ties");
-  check_cross_entropy(random_logits(40, 5, 3e4, 5), random_targets(40, 5, 0.1, 6), 1, "huge logits");
-  const Tensor logits = random_logits(20, 4, 1.0, 7);
-  check_cross_entropy(logits, std::vector<int32_t>(20, -1), 1, "all masked");
-  const CrossEntropyRun masked = cross_entropy_on_device(logits, std::vector<int32_t>(20, -1), 1);
+  for (const CrossEntropyCase& c : cross_entropy_shape_cases()) check_cross_entropy(c);
+  const std::vector<CrossEntropyCase> ties = cross_entropy_tie_cases();
+  for (const CrossEntropyCase& c : ties) check_cross_entropy(c);
+  const CrossEntropyRun masked = cross_entropy_on_device(ties.back().logits, ties.back().targets, 1);  // all masked
   EXPECT_EQ(masked.result.loss, 0.0);
   for (float g : masked.dlogits) EXPECT_EQ(g, 0.0f);
 }
 
 TEST_F(KernelsNative, CrossEntropyHugeLogitsKeepLogSumExp) {
-  const std::vector<std::vector<float>> rows = {
-      {1e20f, 1e20f, -1e20f, 5.0f},  {-1e30f, -1e30f, -1e30f, -1e30f}, {1e30f, -1e30f, 1e30f, 1e30f},
-      {-1e20f, 1e20f, 1e20f, 1e20f}, {1e30f, 1e20f, -1e20f, 1e30f},    {-1e20f, -1e20f, -1e30f, -1e30f},
-      {3e20f, 3e20f, 3e20f, 0.0f},   {2.0f, -1e30f, -1e30f, 2.0f}};
-  const std::vector<int32_t> targets = {0, 2, 3, 1, 3, 1, 2, 0};
-  Tensor logits(static_cast<int64_t>(rows.size()), 4);
-  for (size_t r = 0; r < rows.size(); ++r) std::memcpy(logits.row(static_cast<int64_t>(r)), rows[r].data(), 16);
-  check_cross_entropy(logits, targets, 1, "ties at huge magnitudes");
-  const double expected = (4 * std::log(2.0) + std::log(4.0) + 3 * std::log(3.0)) / 8.0;  // log(k) per tie of k
-  const CrossEntropyRun run = cross_entropy_on_device(logits, targets, 1);
-  EXPECT_NEAR(run.result.loss, expected, 16 * DBL_EPSILON);
+  const CrossEntropyCase ties = cross_entropy_huge_tie_case();
+  check_cross_entropy(ties);
+  const CrossEntropyRun run = cross_entropy_on_device(ties.logits, ties.targets, 1);
+  EXPECT_NEAR(run.result.loss, cross_entropy_huge_tie_loss(), 16 * DBL_EPSILON);
   EXPECT_NEAR(run.dlogits[4 + 2], -0.75f / 8.0f, FLT_EPSILON);
-  Tensor mixed = random_logits(300, 5, 1.0, 11);
-  Rng rng(12);
-  for (int64_t i = 0; i < mixed.size(); ++i) {
-    const double u = rng.uniform();
-    mixed.data()[i] = u < 0.3 ? 1e30f : u < 0.5 ? -1e30f : u < 0.7 ? 1e20f : u < 0.8 ? -1e20f : mixed.data()[i];
-  }
-  check_cross_entropy(mixed, random_targets(300, 5, 0.1, 13), 1, "mixed 1e20 / 1e30 logits");
-  Tensor heads(4, 8);
-  const float pattern[8] = {1e30f, 1e30f, -1e30f, -1e30f, 1e20f, -1e20f, 1e30f, 1e30f};
-  for (int64_t r = 0; r < heads.rows(); ++r) std::memcpy(heads.row(r), pattern, sizeof pattern);
-  check_cross_entropy(heads, {0, 1, 2, 3}, 4, "binary4 heads tied at 1e30");
+  for (const CrossEntropyCase& c : cross_entropy_huge_mixed_cases()) check_cross_entropy(c);
 }
 
 TEST_F(KernelsNative, CrossEntropyNanLogitsGiveNanLikeTheCpu) {
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  Tensor logits = random_logits(40, 4, 2.0, 14);
-  logits.row(3)[0] = nan;
-  logits.row(17)[2] = nan;
-  logits.row(30)[1] = -nan;
-  std::vector<int32_t> targets = random_targets(40, 4, 0.0, 15);
-  check_cross_entropy(logits, targets, 1, "NaN logits");
-  Tensor binary = random_logits(9, 8, 2.0, 16);
-  binary.row(4)[5] = nan;
-  check_cross_entropy(binary, random_targets(9, 4, 0.0, 17), 4, "binary4 NaN logit");
-  targets[3] = targets[17] = targets[30] = -1;
-  check_cross_entropy(logits, targets, 1, "NaN logits on masked rows");
+  for (const CrossEntropyCase& c : cross_entropy_nan_cases()) check_cross_entropy(c);
 }
 
 TEST_F(KernelsNative, CrossEntropyInvalidTargetsAreReportedLikeTheCpu) {
-  const Tensor logits = random_logits(300, 4, 1.0, 8);
-  std::vector<int32_t> targets = random_targets(300, 4, 0.1, 9);
-  targets[270] = 4;
-  targets[281] = -2;
+  const CrossEntropyCase c = cross_entropy_invalid_target_case();
   std::string cpu_message;
   try {
-    masked_cross_entropy(logits, targets.data(), 1, nullptr);
+    masked_cross_entropy(c.logits, c.targets.data(), 1, nullptr);
   } catch (const Error& e) {
     cpu_message = e.what();
   }
   ASSERT_FALSE(cpu_message.empty());
-  const CrossEntropyRun run = cross_entropy_on_device(logits, targets, 1);
+  const CrossEntropyRun run = cross_entropy_on_device(c.logits, c.targets, 1);
   EXPECT_EQ(run.result.bad_row, 270);
   try {
     kernels::check_cross_entropy_result(run.result, 4, 1);

@@ -2,9 +2,11 @@
 // (tests/test_kernels_native.cpp), so that both check the very same cases.
 #pragma once
 #include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "mman/params.h"
@@ -54,6 +56,103 @@ inline std::vector<int32_t> random_targets(int64_t rows, int classes, double mas
   std::vector<int32_t> t(static_cast<size_t>(rows));
   for (int32_t& x : t) x = rng.uniform() < masked ? -1 : static_cast<int32_t>(rng.below(static_cast<uint64_t>(classes)));
   return t;
+}
+
+// The cases both cross-entropy tests run through their check(logits, targets, heads, what).
+struct CrossEntropyCase {
+  Tensor logits;
+  std::vector<int32_t> targets;
+  int heads = 1;
+  std::string what;
+};
+
+// One head, row counts around the kernel's 256-row blocks; binary4 heads.
+inline std::vector<CrossEntropyCase> cross_entropy_shape_cases() {
+  std::vector<CrossEntropyCase> cases;
+  for (int64_t rows : {1, 255, 256, 257, 600})
+    for (int cols : {4, 6})
+      cases.push_back({random_logits(rows, cols, 3.0, 10 + static_cast<uint64_t>(rows)),
+                       random_targets(rows, cols, 0.2, 20 + static_cast<uint64_t>(rows)), 1,
+                       std::to_string(rows) + " rows, " + std::to_string(cols) + " classes"});
+  for (int64_t rows : {1, 37, 300})
+    cases.push_back({random_logits(rows, 8, 2.0, 30 + static_cast<uint64_t>(rows)),
+                     random_targets(rows, 4, 0.3, 40 + static_cast<uint64_t>(rows)), 4,
+                     "binary4, " + std::to_string(rows) + " rows"});
+  return cases;
+}
+
+// Ties (they go to the lower column), logits of any finite size, nothing labelled (the last
+// case: loss 0 and a zero gradient).
+inline std::vector<CrossEntropyCase> cross_entropy_tie_cases() {
+  Tensor ties(3, 4), ties8(5, 8);
+  for (int64_t i = 0; i < ties.size(); ++i) ties.data()[i] = 1.5f;
+  for (int64_t i = 0; i < ties8.size(); ++i) ties8.data()[i] = -0.5f;
+  std::vector<CrossEntropyCase> cases;
+  cases.push_back({ties, {0, 1, 3}, 1, "ties"});
+  cases.push_back({ties8, {2, 2, 0, 1, 3}, 4, "binary4 ties"});
+  cases.push_back({random_logits(40, 5, 3e4, 5), random_targets(40, 5, 0.1, 6), 1, "huge logits"});
+  cases.push_back({random_logits(20, 4, 1.0, 7), std::vector<int32_t>(20, -1), 1, "all masked"});
+  return cases;
+}
+
+// Logits so large that a double's ulp at the maximum exceeds log(sum) (|z| > ~1e16): every
+// row a tie of k maxima with the target among them, so the loss is the mean of log(k)
+// (cross_entropy_huge_tie_loss()) and the tied target of row 1 (four ways) has gradient
+// (1/4 - 1) / 8 at element 4 + 2.
+inline CrossEntropyCase cross_entropy_huge_tie_case() {
+  const std::vector<std::vector<float>> rows = {
+      {1e20f, 1e20f, -1e20f, 5.0f},  {-1e30f, -1e30f, -1e30f, -1e30f}, {1e30f, -1e30f, 1e30f, 1e30f},
+      {-1e20f, 1e20f, 1e20f, 1e20f}, {1e30f, 1e20f, -1e20f, 1e30f},    {-1e20f, -1e20f, -1e30f, -1e30f},
+      {3e20f, 3e20f, 3e20f, 0.0f},   {2.0f, -1e30f, -1e30f, 2.0f}};
+  Tensor logits(static_cast<int64_t>(rows.size()), 4);
+  for (size_t r = 0; r < rows.size(); ++r) std::memcpy(logits.row(static_cast<int64_t>(r)), rows[r].data(), 16);
+  return {logits, {0, 2, 3, 1, 3, 1, 2, 0}, 1, "ties at huge magnitudes"};
+}
+inline double cross_entropy_huge_tie_loss() {
+  return (4 * std::log(2.0) + std::log(4.0) + 3 * std::log(3.0)) / 8.0;  // log(k) per tie of k
+}
+
+// Random logits of 1e20 and 1e30 with both signs, and binary heads tied at +-1e30.
+inline std::vector<CrossEntropyCase> cross_entropy_huge_mixed_cases() {
+  Tensor mixed = random_logits(300, 5, 1.0, 11);
+  Rng rng(12);
+  for (int64_t i = 0; i < mixed.size(); ++i) {
+    const double u = rng.uniform();
+    mixed.data()[i] = u < 0.3 ? 1e30f : u < 0.5 ? -1e30f : u < 0.7 ? 1e20f : u < 0.8 ? -1e20f : mixed.data()[i];
+  }
+  Tensor heads(4, 8);
+  const float pattern[8] = {1e30f, 1e30f, -1e30f, -1e30f, 1e20f, -1e20f, 1e30f, 1e30f};
+  for (int64_t r = 0; r < heads.rows(); ++r) std::memcpy(heads.row(r), pattern, sizeof pattern);
+  std::vector<CrossEntropyCase> cases;
+  cases.push_back({mixed, random_targets(300, 5, 0.1, 13), 1, "mixed 1e20 / 1e30 logits"});
+  cases.push_back({heads, {0, 1, 2, 3}, 4, "binary4 heads tied at 1e30"});
+  return cases;
+}
+
+// A NaN logit poisons its row's loss and gradient; a masked row's NaN counts for nothing.
+inline std::vector<CrossEntropyCase> cross_entropy_nan_cases() {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor logits = random_logits(40, 4, 2.0, 14);
+  logits.row(3)[0] = nan;   // NaN as the first column: the argmax's start
+  logits.row(17)[2] = nan;  // NaN elsewhere
+  logits.row(30)[1] = -nan;
+  std::vector<int32_t> targets = random_targets(40, 4, 0.0, 15);
+  Tensor binary = random_logits(9, 8, 2.0, 16);
+  binary.row(4)[5] = nan;
+  std::vector<CrossEntropyCase> cases;
+  cases.push_back({logits, targets, 1, "NaN logits"});
+  cases.push_back({binary, random_targets(9, 4, 0.0, 17), 4, "binary4 NaN logit"});
+  targets[3] = targets[17] = targets[30] = -1;
+  cases.push_back({logits, targets, 1, "NaN logits on masked rows"});
+  return cases;
+}
+
+// Invalid targets at rows 270 (a class past the end) and 281 (below -1): the first is reported.
+inline CrossEntropyCase cross_entropy_invalid_target_case() {
+  std::vector<int32_t> targets = random_targets(300, 4, 0.1, 9);
+  targets[270] = 4;
+  targets[281] = -2;
+  return {random_logits(300, 4, 1.0, 8), targets, 1, "invalid targets"};
 }
 
 // ---- arena kernels (Adam, gradient clipping) ----
