@@ -56,6 +56,7 @@
 #include "mman/tensor.h"
 #include "mman/train/optimizer.h"
 #include "src/layers/lstm_cell.h"
+#include "support/attention_cases.h"
 #include "support/kernel_checks.h"
 #include "support/modalities.h"
 #endif
@@ -616,143 +617,39 @@ void scale_parameters(ParamStore& ps, const std::vector<std::string>& prefixes, 
 
 // ---- unfused attention (test_kernels_attention.cpp) ----
 
-struct AttentionCase {
-  int modalities;
-  MmaScore score;
-  MmaSkip skip;
-  Mode mode;
-  int64_t rows;
-  int d;
-  float qk_scale = 1.0f;
-};
-
-void run_attention_case(const AttentionCase& c) {
-  SCOPED_TRACE(std::to_string(c.modalities) + " modalities, " + (c.score == MmaScore::Cosine ? "cosine" : "scaled") +
-               "/" + (c.skip == MmaSkip::Concat ? "concat" : "residual") + "/" +
-               (c.mode == Mode::Train ? "train" : "eval") + ", rows " + std::to_string(c.rows) + ", d " +
-               std::to_string(c.d) + ", q/k scale " + std::to_string(c.qk_scale));
-  constexpr uint64_t kSlotBase = 100;
-  const int mc = c.modalities, d = c.d;
-  const int64_t rows = c.rows;
-  const size_t n = static_cast<size_t>(rows) * mc * d;
-  const std::vector<std::string> all_names = {"audio", "visual", "text", "face", "gesture"};
-  MmaConfig cfg;
-  for (int m = 0; m < mc; ++m) cfg.modalities.push_back(all_names[m]), cfg.dims.push_back(3 + 4 * m);
-  cfg.d_model = d;
-  cfg.dropout = 0.3f;
-  cfg.score = c.score;
-  cfg.skip = c.skip;
-  ParamStore ps;
-  Mma mma(ps, "m.", cfg, kSlotBase);
-  Rng rng(31 + static_cast<uint64_t>(rows) + static_cast<uint64_t>(mc) * 1000);
-  mma.init(ps, rng);
-  if (c.qk_scale != 1.0f) scale_parameters(ps, {"m.q.", "m.k."}, c.qk_scale);
-  std::vector<Tensor> x;
-  std::vector<const float*> ptrs;
-  for (int dim : cfg.dims) {
-    Tensor t(rows, dim);
-    for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = static_cast<float>(rng.uniform(-2, 2));
-    x.push_back(std::move(t));
-  }
-  for (const Tensor& t : x) ptrs.push_back(t.data());
-  const DropoutKey key{77, 3};
-  MmaContext ctx;
-  Tensor out;
-  mma.forward(ps, rows, ptrs.data(), out, c.mode, key, ctx);
-  Tensor dout(rows, mma.output_dim());
-  for (int64_t i = 0; i < dout.size(); ++i) dout.data()[i] = static_cast<float>(rng.uniform(-1, 1));
-  ps.zero_grads();
-  mma.backward(ps, rows, ptrs.data(), dout, nullptr, ctx);
-
-  const auto weight = [&](const char* which, int m) {
-    return ps.value(ps.find("m." + std::string(which) + cfg.modalities[m] + ".weight"));
-  };
-  const auto bias = [&](const char* which, int m) {
-    return ps.value(ps.find("m." + std::string(which) + cfg.modalities[m] + ".bias"));
-  };
-  const char* kWhich[3] = {"q.", "k.", "v."};
-  // The unfused path's projections by our CPU GEMM (cuBLAS on the GPU), as the SIMT test.
-  const std::vector<float> xhat = test::concat_modalities(ctx.xhat, rows, d);
-  std::vector<float> proj[3];
-  for (int i = 0; i < 3; ++i) {
-    proj[i].assign(n, 0.0f);
-    for (int m = 0; m < mc; ++m) {
-      for (int64_t r = 0; r < rows; ++r)
-        std::memcpy(&proj[i][static_cast<size_t>((r * mc + m) * d)], bias(kWhich[i], m), d * sizeof(float));
-      gemm(false, true, static_cast<int>(rows), d, d, 1.0f, xhat.data() + m * d, mc * d, weight(kWhich[i], m), d, 1.0f,
-           proj[i].data() + m * d, mc * d);
-    }
-  }
-  const kernels::MmaShape s = kernels::mma_shape(rows, mc, d, c.score, c.skip, cfg.dropout, c.mode, key, kSlotBase);
-  const double fwd = 2.0 * d + mc, bwd = fwd + 2.0 * d + 2 * mc;
-  const std::vector<float> dout_v(dout.data(), dout.data() + dout.size());
-  const DeviceVec<float> d_xhat(xhat), d_q(proj[0]), d_k(proj[1]), d_v(proj[2]), d_dout(dout_v);
-  const DeviceVec<float> d_alpha(static_cast<size_t>(rows) * mc * mc), d_out(static_cast<size_t>(out.size()));
+void run_attention_case(const test::AttentionCase& c) {
+  SCOPED_TRACE(test::describe(c));
+  test::AttentionReference ref;
+  test::build_attention_reference(c, ref);
+  const size_t n = ref.elements();
+  const std::vector<float> dout(ref.dout.data(), ref.dout.data() + ref.dout.size());
+  const DeviceVec<float> d_xhat(ref.xhat), d_q(ref.proj[0]), d_k(ref.proj[1]), d_v(ref.proj[2]), d_dout(dout);
+  const DeviceVec<float> d_alpha(static_cast<size_t>(c.rows) * c.modalities * c.modalities),
+      d_out(static_cast<size_t>(ref.out.size()));
   const DeviceVec<float> d_dq(n), d_dk(n), d_dv(n), d_dxhat(n);
-  cuda::attention_forward_device(d_xhat.get(), d_q.get(), d_k.get(), d_v.get(), s, d_alpha.get(), d_out.get(), stream());
-  cuda::attention_backward_device(d_q.get(), d_k.get(), d_v.get(), d_alpha.get(), d_dout.get(), s, d_dq.get(),
+  cuda::attention_forward_device(d_xhat.get(), d_q.get(), d_k.get(), d_v.get(), ref.shape, d_alpha.get(), d_out.get(),
+                                 stream());
+  cuda::attention_backward_device(d_q.get(), d_k.get(), d_v.get(), d_alpha.get(), d_dout.get(), ref.shape, d_dq.get(),
                                   d_dk.get(), d_dv.get(), d_dxhat.get(), stream());
-  const std::vector<float> o = d_out.download(), alpha = d_alpha.download(), dq = d_dq.download(),
-                           dk = d_dk.download(), dv = d_dv.download();
-  std::vector<float> dxhat = d_dxhat.download();
-  for (const auto* v : {&o, &alpha, &dq, &dk, &dv}) expect_finite(*v, "attention output");
-  expect_finite(dxhat, "attention dxhat");
-  expect_close(o, out.data(), static_cast<size_t>(out.size()), fwd, "out");
-  expect_close(alpha, ctx.alpha.data(), static_cast<size_t>(ctx.alpha.size()), fwd, "alpha");
-  expect_close(dq, test::concat_modalities(ctx.dq, rows, d), bwd, "dq");
-  expect_close(dk, test::concat_modalities(ctx.dk, rows, d), bwd, "dk");
-  expect_close(dv, test::concat_modalities(ctx.dv, rows, d), bwd, "dv");
-  // The rest of the unfused backward by GEMM, then weight gradients and dxhat against the CPU layer.
-  const std::vector<float>* dys[3] = {&dq, &dk, &dv};
-  std::vector<float> grads(ps.grads().size(), 0.0f);
-  for (int i = 0; i < 3; ++i)
-    for (int m = 0; m < mc; ++m) {
-      gemm(false, false, static_cast<int>(rows), d, d, 1.0f, dys[i]->data() + m * d, mc * d, weight(kWhich[i], m), d,
-           1.0f, dxhat.data() + m * d, mc * d);
-      const int wid = ps.find("m." + std::string(kWhich[i]) + cfg.modalities[m] + ".weight");
-      const int bid = ps.find("m." + std::string(kWhich[i]) + cfg.modalities[m] + ".bias");
-      gemm(true, false, d, d, static_cast<int>(rows), 1.0f, dys[i]->data() + m * d, mc * d, xhat.data() + m * d, mc * d,
-           0.0f, grads.data() + ps.info(wid).offset, d);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int j = 0; j < d; ++j)
-          grads[ps.info(bid).offset + j] += (*dys[i])[static_cast<size_t>((r * mc + m) * d + j)];
-      for (int id : {wid, bid}) {
-        const ParamInfo& info = ps.info(id);
-        expect_close(std::vector<float>(grads.begin() + info.offset, grads.begin() + info.offset + info.size),
-                     ps.grad(id), info.size, bwd + rows, info.name);
-      }
-    }
-  std::vector<Tensor> masked(static_cast<size_t>(mc));
-  for (int m = 0; m < mc; ++m) {
-    masked[m].resize(rows, d);
-    for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(masked[m].row(r), &dxhat[static_cast<size_t>((r * mc + m) * d)], d * sizeof(float));
-    Dropout(cfg.dropout, kSlotBase + m).backward(masked[m].data(), masked[m].data(), masked[m].size(), {c.mode, key});
-    relu_backward(ctx.xhat[m].data(), masked[m].data(), masked[m].data(), masked[m].size());
-  }
-  expect_close(test::concat_modalities(masked, rows, d), test::concat_modalities(ctx.dxhat, rows, d), bwd + mc * d,
-               "dxhat");
+  test::AttentionOutputs k{d_out.download(), d_alpha.download(), d_dq.download(),
+                           d_dk.download(),  d_dv.download(),    d_dxhat.download()};
+  for (const auto* v : {&k.out, &k.alpha, &k.dq, &k.dk, &k.dv}) expect_finite(*v, "attention output");
+  expect_finite(k.dxhat, "attention dxhat");
+  const std::vector<float> first_out = k.out;
+  test::check_attention_outputs(ref, std::move(k));
   // No atomics, fixed reduction orders: a second run gives the same bits.
-  cuda::attention_forward_device(d_xhat.get(), d_q.get(), d_k.get(), d_v.get(), s, d_alpha.get(), d_out.get(), stream());
-  EXPECT_TRUE(identical(d_out.download(), o));
+  cuda::attention_forward_device(d_xhat.get(), d_q.get(), d_k.get(), d_v.get(), ref.shape, d_alpha.get(), d_out.get(),
+                                 stream());
+  EXPECT_TRUE(identical(d_out.download(), first_out));
 }
 
 TEST_F(KernelsNative, AttentionUnfusedMatchesTheCpuLayer) {
-  for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine})
-    for (MmaSkip skip : {MmaSkip::Residual, MmaSkip::Concat})
-      for (Mode mode : {Mode::Eval, Mode::Train}) run_attention_case({3, score, skip, mode, 21, 45});
-  run_attention_case({1, MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 9, 20});
-  run_attention_case({2, MmaScore::ScaledDot, MmaSkip::Concat, Mode::Train, 17, 33});
-  run_attention_case({5, MmaScore::Cosine, MmaSkip::Concat, Mode::Train, 9, 31});
-  run_attention_case({3, MmaScore::ScaledDot, MmaSkip::Residual, Mode::Train, 1, 150});
-  run_attention_case({3, MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 9, 200});
+  for (const test::AttentionCase& c : test::attention_main_cases()) run_attention_case(c);
+  for (const test::AttentionCase& c : test::attention_other_shape_cases()) run_attention_case(c);
 }
 
 TEST_F(KernelsNative, AttentionHugeQueriesAndKeysStayFiniteLikeTheCpu) {
-  for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine}) {
-    run_attention_case({3, score, MmaSkip::Residual, Mode::Train, 9, 45, 2e19f});
-    run_attention_case({2, score, MmaSkip::Concat, Mode::Train, 9, 150, 2e19f});
-  }
+  for (const test::AttentionCase& c : test::attention_huge_cases()) run_attention_case(c);
 }
 
 // ---- fused MMA (test_kernels_mma.cpp) ----
