@@ -57,6 +57,7 @@
 #include "mman/train/optimizer.h"
 #include "src/layers/lstm_cell.h"
 #include "support/attention_cases.h"
+#include "support/mma_cases.h"
 #include "support/kernel_checks.h"
 #include "support/modalities.h"
 #endif
@@ -584,35 +585,11 @@ TEST_F(KernelsNative, LstmCellExtremePreActivationsAreBitIdentical) {
   check_cell_step({n, 5, h, h, h}, gates);
 }
 
-// ---- MMA attention: shared tolerance (test_kernels_mma.cpp, test_kernels_attention.cpp) ----
-
-// |device - cpu| <= 4 L eps max|cpu| for a path with reductions of total length L; NaN anywhere fails.
-void expect_close(const std::vector<float>& got, const float* ref, size_t n, double length, const std::string& what) {
-  ASSERT_EQ(got.size(), n) << what;
-  double scale = 0.0, worst = 0.0;
-  size_t at = 0;
-  for (size_t i = 0; i < n; ++i) scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
-  for (size_t i = 0; i < n; ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
-    if (!(err <= worst)) worst = err, at = i;
-  }
-  const double tol = 4.0 * length * kFloatEps * scale;
-  EXPECT_TRUE(worst <= tol) << what << ": max error " << worst << " at element " << at << " (device " << got[at]
-                            << ", cpu " << ref[at] << "), tolerance " << tol;
-}
-void expect_close(const std::vector<float>& got, const std::vector<float>& ref, double length, const std::string& what) {
-  expect_close(got, ref.data(), ref.size(), length, what);
-}
+// ---- MMA attention (tolerance, references and checks: tests/support/mma_tolerance.h, attention_cases.h,
+// mma_cases.h, shared with test_kernels_attention.cpp and test_kernels_mma.cpp) ----
 
 void expect_finite(const std::vector<float>& v, const std::string& what) {
   for (size_t i = 0; i < v.size(); ++i) ASSERT_TRUE(std::isfinite(v[i])) << what << " element " << i;
-}
-
-void scale_parameters(ParamStore& ps, const std::vector<std::string>& prefixes, float factor) {
-  for (const ParamInfo& info : ps.infos())
-    for (const std::string& prefix : prefixes)
-      if (info.name.rfind(prefix, 0) == 0)
-        for (size_t i = 0; i < info.size; ++i) ps.values()[info.offset + i] *= factor;
 }
 
 // ---- unfused attention (test_kernels_attention.cpp) ----
@@ -654,66 +631,11 @@ TEST_F(KernelsNative, AttentionHugeQueriesAndKeysStayFiniteLikeTheCpu) {
 
 // ---- fused MMA (test_kernels_mma.cpp) ----
 
-struct MmaCase {
-  MmaScore score;
-  MmaSkip skip;
-  Mode mode;
-  int64_t rows;
-  int d;
-};
+using test::MmaCase;
+using test::MmaOutputs;
+using test::MmaReference;
 
-// The CPU layer's forward and backward on random inputs, as the SIMT test builds them.
-struct MmaCpuRun {
-  static constexpr uint64_t kSlotBase = 40;
-  MmaConfig cfg;
-  ParamStore ps;
-  Mma mma;
-  MmaContext ctx;
-  Tensor out, dout;
-  std::vector<float> xhat, grad_start;
-  kernels::MmaShape shape;
-  DropoutKey key{1234, 17};
-
-  MmaCpuRun(const MmaCase& s, uint64_t seed, const std::function<void(ParamStore&)>& tweak = {}) {
-    cfg.modalities = {"audio", "visual", "text"};
-    cfg.dims = {7, 12, 5};
-    cfg.d_model = s.d;
-    cfg.dropout = 0.25f;
-    cfg.score = s.score;
-    cfg.skip = s.skip;
-    mma = Mma(ps, "mma.", cfg, kSlotBase);
-    Rng rng(seed);
-    mma.init(ps, rng);
-    if (tweak) tweak(ps);
-    std::vector<Tensor> x;
-    std::vector<const float*> ptrs;
-    for (int dim : cfg.dims) {
-      Tensor t(s.rows, dim);
-      for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = static_cast<float>(rng.uniform(-2, 2));
-      x.push_back(std::move(t));
-    }
-    for (const Tensor& t : x) ptrs.push_back(t.data());
-    mma.forward(ps, s.rows, ptrs.data(), out, s.mode, key, ctx);
-    xhat = test::concat_modalities(ctx.xhat, s.rows, s.d);
-    dout.resize(s.rows, mma.output_dim());
-    for (int64_t i = 0; i < dout.size(); ++i) dout.data()[i] = static_cast<float>(rng.uniform(-1, 1));
-    for (float& g : ps.grads()) g = static_cast<float>(rng.uniform(-0.5, 0.5));
-    grad_start = ps.grads();
-    if (s.mode == Mode::Train) mma.backward(ps, s.rows, ptrs.data(), dout, nullptr, ctx);
-    shape = kernels::mma_shape(s.rows, 3, s.d, s.score, s.skip, cfg.dropout, s.mode, key, kSlotBase);
-  }
-};
-
-struct MmaDeviceRun {
-  std::vector<float> q, k, v, alpha, out, dq, dk, dv, dxhat, grads;
-  bool operator==(const MmaDeviceRun& o) const {
-    return identical(q, o.q) && identical(k, o.k) && identical(v, o.v) && identical(alpha, o.alpha) &&
-           identical(out, o.out) && identical(dq, o.dq) && identical(dk, o.dk) && identical(dv, o.dv) &&
-           identical(dxhat, o.dxhat) && identical(grads, o.grads);
-  }
-};
-
-MmaDeviceRun mma_on_device(MmaCpuRun& cpu, bool backward) {
+MmaOutputs mma_on_device(MmaReference& cpu, bool backward) {
   const kernels::MmaShape& s = cpu.shape;
   const size_t rows = static_cast<size_t>(s.rows), md = static_cast<size_t>(3 * s.d);
   const DeviceVec<float> d_values(cpu.ps.values()), d_grads(cpu.grad_start), d_xhat(cpu.xhat);
@@ -727,7 +649,7 @@ MmaDeviceRun mma_on_device(MmaCpuRun& cpu, bool backward) {
       d_dv(rows * md), d_dxhat(rows * md);
   cuda::mma_fused_forward_device(d_xhat.get(), w, s, backward ? d_q.get() : nullptr, backward ? d_k.get() : nullptr,
                                  backward ? d_v.get() : nullptr, d_alpha.get(), d_out.get(), stream());
-  MmaDeviceRun run;
+  MmaOutputs run;
   run.alpha = d_alpha.download();
   run.out = d_out.download();
   if (!backward) return run;
@@ -740,70 +662,13 @@ MmaDeviceRun mma_on_device(MmaCpuRun& cpu, bool backward) {
   return run;
 }
 
-// As the SIMT test's check_against_cpu.
-void check_mma_against_cpu(const MmaCase& setup, MmaCpuRun& cpu, const MmaDeviceRun& k) {
-  const int d = setup.d;
-  const int64_t rows = setup.rows;
-  const double fwd = 2.0 * d + 3;
-  for (const auto* v : {&k.out, &k.alpha, &k.dq, &k.dk, &k.dv, &k.dxhat}) expect_finite(*v, "fused output");
-  expect_close(k.out, cpu.out.data(), static_cast<size_t>(cpu.out.size()), fwd, "out");
-  expect_close(k.alpha, cpu.ctx.alpha.data(), static_cast<size_t>(cpu.ctx.alpha.size()), fwd, "alpha");
-  if (setup.mode == Mode::Eval) return;
-  expect_close(k.q, test::concat_modalities(cpu.ctx.q, rows, d), d, "q");
-  expect_close(k.k, test::concat_modalities(cpu.ctx.k, rows, d), d, "k");
-  expect_close(k.v, test::concat_modalities(cpu.ctx.v, rows, d), d, "v");
-  const double bwd = fwd + 2.0 * d + 6;
-  expect_close(k.dq, test::concat_modalities(cpu.ctx.dq, rows, d), bwd, "dq");
-  expect_close(k.dk, test::concat_modalities(cpu.ctx.dk, rows, d), bwd, "dk");
-  expect_close(k.dv, test::concat_modalities(cpu.ctx.dv, rows, d), bwd, "dv");
-  const int width = cpu.mma.output_dim() / 3;
-  std::vector<Tensor> ref(3);
-  for (int m = 0; m < 3; ++m) {
-    ref[m].resize(rows, d);
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(ref[m].row(r), cpu.dout.row(r) + m * width, d * sizeof(float));
-    const char* which[3] = {"q.", "k.", "v."};
-    const std::vector<Tensor>* dys[3] = {&cpu.ctx.dq, &cpu.ctx.dk, &cpu.ctx.dv};
-    for (int i = 0; i < 3; ++i) {
-      const float* W = cpu.ps.value(cpu.ps.find("mma." + std::string(which[i]) + cpu.cfg.modalities[m] + ".weight"));
-      gemm(false, false, static_cast<int>(rows), d, d, 1.0f, (*dys[i])[m].data(), d, W, d, 1.0f, ref[m].data(), d);
-    }
-  }
-  expect_close(k.dxhat, test::concat_modalities(ref, rows, d), bwd + 3.0 * d, "dxhat");
-  std::vector<Tensor> masked(3);
-  for (int m = 0; m < 3; ++m) {
-    masked[m].resize(rows, d);
-    for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(masked[m].row(r), &k.dxhat[static_cast<size_t>((r * 3 + m) * d)], d * sizeof(float));
-    const Dropout drop(cpu.cfg.dropout, MmaCpuRun::kSlotBase + m);
-    drop.backward(masked[m].data(), masked[m].data(), masked[m].size(), DropoutContext{setup.mode, cpu.key});
-    relu_backward(cpu.ctx.xhat[m].data(), masked[m].data(), masked[m].data(), masked[m].size());
-  }
-  expect_close(test::concat_modalities(masked, rows, d), test::concat_modalities(cpu.ctx.dxhat, rows, d),
-               bwd + 3.0 * d, "masked dxhat");
-  for (const char* which : {"q.", "k.", "v."})
-    for (const std::string& mod : cpu.cfg.modalities)
-      for (const char* part : {"weight", "bias"}) {
-        const std::string name = "mma." + std::string(which) + mod + "." + part;
-        const ParamInfo& info = cpu.ps.info(cpu.ps.find(name));
-        const std::vector<float> got(k.grads.begin() + static_cast<ptrdiff_t>(info.offset),
-                                     k.grads.begin() + static_cast<ptrdiff_t>(info.offset + info.size));
-        expect_close(got, cpu.ps.grads().data() + info.offset, info.size, bwd + static_cast<double>(rows), name);
-      }
-  for (const ParamInfo& info : cpu.ps.infos()) {
-    if (info.name.rfind("mma.std.", 0) != 0) continue;
-    for (size_t i = info.offset; i < info.offset + info.size; ++i) ASSERT_EQ(k.grads[i], cpu.grad_start[i]) << info.name;
-  }
-}
-
 void run_mma_case(const MmaCase& setup, const std::function<void(ParamStore&)>& tweak = {}) {
-  SCOPED_TRACE(std::string(setup.score == MmaScore::Cosine ? "cosine" : "scaled_dot") + "/" +
-               (setup.skip == MmaSkip::Concat ? "concat" : "residual") + "/" +
-               (setup.mode == Mode::Train ? "train" : "eval") + ", rows " + std::to_string(setup.rows) + ", d " +
-               std::to_string(setup.d));
-  MmaCpuRun cpu(setup, 1000 + static_cast<uint64_t>(setup.rows) * 7 + static_cast<uint64_t>(setup.d), tweak);
+  SCOPED_TRACE(test::describe(setup));
+  MmaReference cpu(setup, test::mma_seed(setup), tweak);
   const bool backward = setup.mode == Mode::Train;
-  const MmaDeviceRun first = mma_on_device(cpu, backward);
-  check_mma_against_cpu(setup, cpu, first);
+  const MmaOutputs first = mma_on_device(cpu, backward);
+  test::expect_mma_finite(first);
+  test::check_mma_outputs(setup, cpu, first);
   EXPECT_TRUE(mma_on_device(cpu, backward) == first) << "two runs differ";  // no atomics: deterministic
 }
 
@@ -824,18 +689,18 @@ TEST_F(KernelsNative, MmaFusedMatchesTheCpuLayerAtPaperAndEdgeWidths) {
 
 TEST_F(KernelsNative, MmaFusedCosineWithAZeroQueryStaysFinite) {
   const MmaCase setup{MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 3, 20};
-  MmaCpuRun cpu(setup, 77, [](ParamStore& ps) { scale_parameters(ps, {"mma.q.text."}, 0.0f); });
-  const MmaDeviceRun k = mma_on_device(cpu, true);
+  MmaReference cpu(setup, 77, test::zero_text_query);
+  const MmaOutputs k = mma_on_device(cpu, true);
+  test::expect_mma_finite(k);
   for (int64_t r = 0; r < setup.rows; ++r)
     for (int n = 0; n < 3; ++n) EXPECT_FLOAT_EQ(k.alpha[static_cast<size_t>(r * 9 + 6 + n)], 1.0f / 3.0f);
-  check_mma_against_cpu(setup, cpu, k);
+  test::check_mma_outputs(setup, cpu, k);
 }
 
 TEST_F(KernelsNative, MmaFusedHugeQueriesAndKeysStayFiniteLikeTheCpu) {
-  const auto scale_qk = [](ParamStore& ps) { scale_parameters(ps, {"mma.q.", "mma.k."}, 2e19f); };
   for (MmaScore score : {MmaScore::ScaledDot, MmaScore::Cosine}) {
-    run_mma_case({score, MmaSkip::Residual, Mode::Train, 19, 37}, scale_qk);
-    run_mma_case({score, MmaSkip::Concat, Mode::Train, 3, 150}, scale_qk);
+    run_mma_case({score, MmaSkip::Residual, Mode::Train, 19, 37}, test::scale_queries_and_keys);
+    run_mma_case({score, MmaSkip::Concat, Mode::Train, 3, 150}, test::scale_queries_and_keys);
   }
 }
 
