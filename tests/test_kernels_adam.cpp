@@ -83,16 +83,9 @@ TEST(KernelsAdam, WeightDecayOtherBetasAndTinyGradientsAreBitIdentical) {
 TEST(KernelsAdam, LaterStepsFromARestoredStateAreBitIdentical) {
   ParamStore cpu = make_store(5);
   Adam adam(cpu, AdamConfig{});
-  Rng rng(6);
-  AdamState state;
-  state.step = 999;
-  for (size_t i = 0; i < cpu.values().size(); ++i) {
-    state.m.push_back(static_cast<float>(0.1 * rng.normal()));
-    state.v.push_back(static_cast<float>(0.01 * rng.uniform()));
-  }
+  const AdamState state = test::restored_adam_state(cpu, 6);
   adam.set_state(state);
   std::vector<float> p = cpu.values(), m = state.m, v = state.v;
-  for (float& g : cpu.grads()) g = static_cast<float>(rng.normal());
   long long longest = 0;
   const std::vector<long long> bounds = kernels::arena_span_bounds(cpu, &longest);
   adam.step(cpu);

@@ -56,40 +56,21 @@ TEST(KernelsElementwise, ReluForwardAndBackwardEqualTheCpuFunctions) {
 // backward as Dropout::backward followed by relu_backward on x_hat.
 TEST(KernelsElementwise, ReluDropoutEqualsReluThenDropoutOnAColumnBlock) {
   const DropoutKey key{11, 12};
-  const long long rows = 23, d = 37, ld = 3 * d, col0 = d;
   for (float p : {0.0f, 0.1f, 0.6f})
     for (Mode mode : {Mode::Train, Mode::Eval}) {
       const Dropout layer(p, 33);
-      const std::vector<float> x = random_values(static_cast<size_t>(rows * ld), 4);
-      const std::vector<float> dy = random_values(static_cast<size_t>(rows * ld), 5);
-      std::vector<float> block(static_cast<size_t>(rows * d)), dblock(block.size());
-      for (long long r = 0; r < rows; ++r)
-        for (long long c = 0; c < d; ++c) {
-          block[static_cast<size_t>(r * d + c)] = x[static_cast<size_t>(r * ld + col0 + c)];
-          dblock[static_cast<size_t>(r * d + c)] = dy[static_cast<size_t>(r * ld + col0 + c)];
-        }
-      std::vector<float> ref(block.size()), ref_back(block.size());
-      DropoutContext ctx;
-      relu_forward(block.data(), ref.data(), rows * d);
-      layer.forward(ref.data(), ref.data(), rows * d, mode, key, ctx);
-      layer.backward(dblock.data(), ref_back.data(), rows * d, ctx);
-      relu_backward(ref.data(), ref_back.data(), ref_back.data(), rows * d);
+      const test::ReluDropoutBlockCase c = test::relu_dropout_block_case(layer, mode, key);
       for (const EmulationOptions& o : simt::test_schedules()) {
         SCOPED_TRACE("p " + std::to_string(p) + (mode == Mode::Train ? ", train, " : ", eval, ") + simt::describe(o));
         ScopedEmulation scope(o);
-        const kernels::DropoutView v = kernels::dropout_view(rows, d, ld, ld, "test");
-        std::vector<float> y = x, back = dy;
-        kernels::relu_dropout_forward_launch(layer, x.data() + col0, y.data() + col0, v, mode, key, nullptr);
-        kernels::relu_dropout_backward_launch(layer, y.data() + col0, dy.data() + col0, back.data() + col0, v, mode,
-                                              nullptr);
-        for (long long r = 0; r < rows; ++r) {
-          const size_t row = static_cast<size_t>(r * ld), brow = static_cast<size_t>(r * d);
-          ASSERT_TRUE(same_bits(&y[row + col0], &ref[brow], static_cast<size_t>(d))) << "row " << r;
-          ASSERT_TRUE(same_bits(&back[row + col0], &ref_back[brow], static_cast<size_t>(d))) << "row " << r;
-          // Columns outside the view are untouched.
-          ASSERT_TRUE(same_bits(&y[row], &x[row], static_cast<size_t>(col0)));
-          ASSERT_TRUE(same_bits(&back[row + col0 + d], &dy[row + col0 + d], static_cast<size_t>(ld - col0 - d)));
-        }
+        const kernels::DropoutView v = kernels::dropout_view(c.rows, c.d, c.ld, c.ld, "test");
+        std::vector<float> y = c.x, back = c.dy;
+        kernels::relu_dropout_forward_launch(layer, c.x.data() + c.col0, y.data() + c.col0, v, mode, key, nullptr);
+        kernels::relu_dropout_backward_launch(layer, y.data() + c.col0, c.dy.data() + c.col0, back.data() + c.col0, v,
+                                              mode, nullptr);
+        // The whole matrices: the block's columns as the CPU's, the others untouched.
+        ASSERT_TRUE(same_bits(y.data(), c.want_y.data(), y.size()));
+        ASSERT_TRUE(same_bits(back.data(), c.want_back.data(), back.size()));
       }
     }
 }

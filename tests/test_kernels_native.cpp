@@ -206,39 +206,18 @@ TEST_F(KernelsNative, ReluKeepsNanAndMatchesTheCpuOnEverySpecialValue) {
 
 TEST_F(KernelsNative, ReluDropoutEqualsReluThenDropoutOnAColumnBlock) {
   const DropoutKey key{11, 12};
-  const long long rows = 23, d = 37, ld = 3 * d, col0 = d;
   for (float p : {0.0f, 0.1f, 0.6f})
     for (Mode mode : {Mode::Train, Mode::Eval}) {
       SCOPED_TRACE("p " + std::to_string(p) + (mode == Mode::Train ? ", train" : ", eval"));
       const Dropout layer(p, 33);
-      const std::vector<float> x = relu_inputs(static_cast<size_t>(rows * ld), 4);
-      const std::vector<float> dy = relu_inputs(static_cast<size_t>(rows * ld), 5);
-      std::vector<float> block(static_cast<size_t>(rows * d)), dblock(block.size());
-      for (long long r = 0; r < rows; ++r)
-        for (long long c = 0; c < d; ++c) {
-          block[static_cast<size_t>(r * d + c)] = x[static_cast<size_t>(r * ld + col0 + c)];
-          dblock[static_cast<size_t>(r * d + c)] = dy[static_cast<size_t>(r * ld + col0 + c)];
-        }
-      std::vector<float> ref(block.size()), ref_back(block.size());
-      DropoutContext ctx;
-      relu_forward(block.data(), ref.data(), rows * d);
-      layer.forward(ref.data(), ref.data(), rows * d, mode, key, ctx);
-      layer.backward(dblock.data(), ref_back.data(), rows * d, ctx);
-      relu_backward(ref.data(), ref_back.data(), ref_back.data(), rows * d);
-      // The whole [rows x 3d] matrices, with the reference in the view's columns: the rest must be untouched.
-      std::vector<float> want_y = x, want_back = dy;
-      for (long long r = 0; r < rows; ++r)
-        for (long long c = 0; c < d; ++c) {
-          want_y[static_cast<size_t>(r * ld + col0 + c)] = ref[static_cast<size_t>(r * d + c)];
-          want_back[static_cast<size_t>(r * ld + col0 + c)] = ref_back[static_cast<size_t>(r * d + c)];
-        }
-      const kernels::DropoutView v = kernels::dropout_view(rows, d, ld, ld, "test");
-      const DeviceVec<float> d_x(x), d_y(x), d_dy(dy), d_back(dy);
-      cuda::relu_dropout_forward_device(layer, d_x.get() + col0, d_y.get() + col0, v, mode, key, stream());
-      cuda::relu_dropout_backward_device(layer, d_y.get() + col0, d_dy.get() + col0, d_back.get() + col0, v, mode,
-                                         stream());
-      EXPECT_TRUE(same_values(d_y.download(), want_y));
-      EXPECT_TRUE(same_values(d_back.download(), want_back));
+      const test::ReluDropoutBlockCase c = test::relu_dropout_block_case(layer, mode, key);
+      const kernels::DropoutView v = kernels::dropout_view(c.rows, c.d, c.ld, c.ld, "test");
+      const DeviceVec<float> d_x(c.x), d_y(c.x), d_dy(c.dy), d_back(c.dy);
+      cuda::relu_dropout_forward_device(layer, d_x.get() + c.col0, d_y.get() + c.col0, v, mode, key, stream());
+      cuda::relu_dropout_backward_device(layer, d_y.get() + c.col0, d_dy.get() + c.col0, d_back.get() + c.col0, v,
+                                         mode, stream());
+      EXPECT_TRUE(same_values(d_y.download(), c.want_y));
+      EXPECT_TRUE(same_values(d_back.download(), c.want_back));
     }
 }
 
@@ -355,15 +334,8 @@ TEST_F(KernelsNative, AdamStepsAreBitIdenticalToTheCpuOptimiser) {
 TEST_F(KernelsNative, AdamLaterStepFromARestoredStateIsBitIdentical) {
   ParamStore cpu = adam_store(5);
   Adam adam(cpu, AdamConfig{});
-  Rng rng(6);
-  AdamState state;
-  state.step = 999;
-  for (size_t i = 0; i < cpu.values().size(); ++i) {
-    state.m.push_back(static_cast<float>(0.1 * rng.normal()));
-    state.v.push_back(static_cast<float>(0.01 * rng.uniform()));
-  }
+  const AdamState state = test::restored_adam_state(cpu, 6);
   adam.set_state(state);
-  for (float& g : cpu.grads()) g = static_cast<float>(rng.normal());
   const DeviceSpans spans(cpu);
   const DeviceVec<float> d_p(cpu.values()), d_g(cpu.grads()), d_m(state.m), d_v(state.v);
   adam.step(cpu);

@@ -9,9 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "mman/layers/activation.h"
+#include "mman/layers/dropout.h"
+#include "mman/layers/mode.h"
 #include "mman/params.h"
 #include "mman/rng.h"
 #include "mman/tensor.h"
+#include "mman/train/optimizer.h"
 
 namespace mman::test {
 
@@ -39,6 +43,42 @@ inline std::vector<float> relu_inputs(size_t n, uint64_t seed) {
   for (size_t i = 0; i < n; ++i)
     v[i] = i % 5 == 3 ? special[(i / 5 + seed) % special.size()] : static_cast<float>(rng.uniform(-3, 3));
   return v;
+}
+
+// ReLU then dropout on one column block of wider matrices (modality 1 of [rows x 3d]), the way
+// the attention kernels' standardisation runs: x and dy, and what the CPU's relu_forward,
+// Dropout::forward / backward and relu_backward make of them in the block's columns, the other
+// columns unchanged (the kernels must not touch them).
+struct ReluDropoutBlockCase {
+  long long rows = 23, d = 37, ld = 3 * 37, col0 = 37;
+  std::vector<float> x, dy, want_y, want_back;
+};
+
+inline ReluDropoutBlockCase relu_dropout_block_case(const Dropout& layer, Mode mode, const DropoutKey& key) {
+  ReluDropoutBlockCase c;
+  const long long rows = c.rows, d = c.d, ld = c.ld, col0 = c.col0;
+  c.x = relu_inputs(static_cast<size_t>(rows * ld), 4);
+  c.dy = relu_inputs(static_cast<size_t>(rows * ld), 5);
+  std::vector<float> block(static_cast<size_t>(rows * d)), dblock(block.size());
+  for (long long r = 0; r < rows; ++r)
+    for (long long col = 0; col < d; ++col) {
+      block[static_cast<size_t>(r * d + col)] = c.x[static_cast<size_t>(r * ld + col0 + col)];
+      dblock[static_cast<size_t>(r * d + col)] = c.dy[static_cast<size_t>(r * ld + col0 + col)];
+    }
+  std::vector<float> ref(block.size()), ref_back(block.size());
+  DropoutContext ctx;
+  relu_forward(block.data(), ref.data(), rows * d);
+  layer.forward(ref.data(), ref.data(), rows * d, mode, key, ctx);
+  layer.backward(dblock.data(), ref_back.data(), rows * d, ctx);
+  relu_backward(ref.data(), ref_back.data(), ref_back.data(), rows * d);
+  c.want_y = c.x;
+  c.want_back = c.dy;
+  for (long long r = 0; r < rows; ++r)
+    for (long long col = 0; col < d; ++col) {
+      c.want_y[static_cast<size_t>(r * ld + col0 + col)] = ref[static_cast<size_t>(r * d + col)];
+      c.want_back[static_cast<size_t>(r * ld + col0 + col)] = ref_back[static_cast<size_t>(r * d + col)];
+    }
+  return c;
 }
 
 // ---- masked cross-entropy ----
@@ -156,6 +196,20 @@ inline CrossEntropyCase cross_entropy_invalid_target_case() {
 }
 
 // ---- arena kernels (Adam, gradient clipping) ----
+
+// Adam's state as a resumed run brings it (step 999: bias corrections near 1; moments random)
+// for `ps`, whose gradients are set to random values too.
+inline AdamState restored_adam_state(ParamStore& ps, uint64_t seed) {
+  Rng rng(seed);
+  AdamState state;
+  state.step = 999;
+  for (size_t i = 0; i < ps.values().size(); ++i) {
+    state.m.push_back(static_cast<float>(0.1 * rng.normal()));
+    state.v.push_back(static_cast<float>(0.01 * rng.uniform()));
+  }
+  for (float& g : ps.grads()) g = static_cast<float>(rng.normal());
+  return state;
+}
 
 // Tensors of awkward sizes (padding between them), one frozen in the middle and one at the end,
 // so the arena has several trainable spans; values standard normal.
