@@ -281,6 +281,55 @@ MMAN_UNROLL
   }
 }
 
+// One of the two score gradients of mma_fused_backward_kernel for this thread's rows, from de
+// (the scores' gradient, [row][query m][key n]) and, for the cosine score, the norms qn, kn:
+//   dq_m = sum_n float(cq k_n - bq q_m)  (kKeys false: "self" is q_m, "other" k_n),
+//   dk_n = sum_m float(cq q_m - bk k_n)  (kKeys true: "self" is k_n, "other" q_m);
+// scaled dot: dq_m = sum_n w_mn k_n, dk_n = sum_m w_mn q_m with w = de scale. The same loop with
+// the roles of q and k swapped, so written once. In mman::Mma's order.
+template <int kC, bool kKeys>
+MMAN_DEVICE void mma_score_grad(const MmaShape& s, const float* q, const float* k,
+                                const float (&de)[kMmaRowsPerWarp][kMmaFusedModalities][kMmaFusedModalities],
+                                const double (&qn)[kMmaFusedModalities][kMmaRowsPerWarp],
+                                const double (&kn)[kMmaFusedModalities][kMmaRowsPerWarp], long long row0, float* out) {
+  constexpr int kM = kMmaFusedModalities, kRW = kMmaRowsPerWarp;
+  const int d = s.d, md = kM * d;
+  const float* self_src = kKeys ? k : q;
+  const float* other_src = kKeys ? q : k;
+MMAN_UNROLL
+  for (int a = 0; a < kM; ++a) {  // the output's modality: the query m of dq, the key n of dk
+    float self[kRW][kC], acc[kRW][kC] = {};
+    mma_load<kC>(self_src, md, a * d, row0, s.rows, d, self);
+MMAN_UNROLL
+    for (int b = 0; b < kM; ++b) {
+      const int m = kKeys ? b : a, n = kKeys ? a : b;
+      float other[kRW][kC];
+      mma_load<kC>(other_src, md, b * d, row0, s.rows, d, other);
+      if (s.cosine) {
+        double dots[kRW];
+        mma_row_dots_d<kC>(kKeys ? other : self, kKeys ? self : other, dots);  // q_m . k_n
+MMAN_UNROLL
+        for (int i = 0; i < kRW; ++i) {
+          const MmaCosineGrad g = mma_cosine_grad(s, de[i][m][n], dots[i], qn[m][i], kn[n][i]);
+          const double b_self = kKeys ? g.bk : g.bq;
+MMAN_UNROLL
+          for (int u = 0; u < kC; ++u)
+            acc[i][u] += static_cast<float>(g.cq * static_cast<double>(other[i][u]) -
+                                            b_self * static_cast<double>(self[i][u]));
+        }
+      } else {
+MMAN_UNROLL
+        for (int i = 0; i < kRW; ++i) {
+          const float wde = de[i][m][n] * s.scale;
+MMAN_UNROLL
+          for (int u = 0; u < kC; ++u) acc[i][u] += wde * other[i][u];
+        }
+      }
+    }
+    mma_store<kC>(out, md, a * d, row0, s.rows, d, acc);
+  }
+}
+
 // Backward of mma_fused_forward_kernel for rows [16 blockIdx.x, +16): from q, k, v, alpha
 // (what the forward stored) and dout, writes dq, dk, dv [rows x 3d] (for mma_weight_grad) and
 // dxhat = skip + dq_m W_q^m + dk_m W_k^m + dv_m W_v^m (all overwritten). Shared memory: the
@@ -367,64 +416,8 @@ MMAN_UNROLL
       for (int i = 0; i < kRW; ++i) qn[m][i] = sqrt(qn[m][i]), kn[m][i] = sqrt(kn[m][i]);
     }
   }
-MMAN_UNROLL
-  for (int m = 0; m < kM; ++m) {
-    float qm[kRW][kC], acc[kRW][kC] = {};
-    mma_load<kC>(q, md, m * d, row0, s.rows, d, qm);
-MMAN_UNROLL
-    for (int n = 0; n < kM; ++n) {
-      float kv[kRW][kC];
-      mma_load<kC>(k, md, n * d, row0, s.rows, d, kv);
-      if (s.cosine) {
-        double dots[kRW];
-        mma_row_dots_d<kC>(qm, kv, dots);
-MMAN_UNROLL
-        for (int i = 0; i < kRW; ++i) {
-          const MmaCosineGrad g = mma_cosine_grad(s, de[i][m][n], dots[i], qn[m][i], kn[n][i]);
-MMAN_UNROLL
-          for (int u = 0; u < kC; ++u)
-            acc[i][u] += static_cast<float>(g.cq * static_cast<double>(kv[i][u]) - g.bq * static_cast<double>(qm[i][u]));
-        }
-      } else {
-MMAN_UNROLL
-        for (int i = 0; i < kRW; ++i) {
-          const float wde = de[i][m][n] * s.scale;
-MMAN_UNROLL
-          for (int u = 0; u < kC; ++u) acc[i][u] += wde * kv[i][u];
-        }
-      }
-    }
-    mma_store<kC>(dq, md, m * d, row0, s.rows, d, acc);
-  }
-MMAN_UNROLL
-  for (int n = 0; n < kM; ++n) {
-    float kv[kRW][kC], acc[kRW][kC] = {};
-    mma_load<kC>(k, md, n * d, row0, s.rows, d, kv);
-MMAN_UNROLL
-    for (int m = 0; m < kM; ++m) {
-      float qm[kRW][kC];
-      mma_load<kC>(q, md, m * d, row0, s.rows, d, qm);
-      if (s.cosine) {
-        double dots[kRW];
-        mma_row_dots_d<kC>(qm, kv, dots);
-MMAN_UNROLL
-        for (int i = 0; i < kRW; ++i) {
-          const MmaCosineGrad g = mma_cosine_grad(s, de[i][m][n], dots[i], qn[m][i], kn[n][i]);
-MMAN_UNROLL
-          for (int u = 0; u < kC; ++u)
-            acc[i][u] += static_cast<float>(g.cq * static_cast<double>(qm[i][u]) - g.bk * static_cast<double>(kv[i][u]));
-        }
-      } else {
-MMAN_UNROLL
-        for (int i = 0; i < kRW; ++i) {
-          const float wde = de[i][m][n] * s.scale;
-MMAN_UNROLL
-          for (int u = 0; u < kC; ++u) acc[i][u] += wde * qm[i][u];
-        }
-      }
-    }
-    mma_store<kC>(dk, md, n * d, row0, s.rows, d, acc);
-  }
+  mma_score_grad<kC, false>(s, q, k, de, qn, kn, row0, dq);
+  mma_score_grad<kC, true>(s, q, k, de, qn, kn, row0, dk);
   // dxhat_m = skip + [dq_m | dk_m | dv_m] [W_q^m; W_k^m; W_v^m]. The block's dq, dk, dv rows
   // are read back from global memory: a __syncthreads() makes a block's global writes visible
   // to the whole block, and it saves holding all nine of them in registers.
