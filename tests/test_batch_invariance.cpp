@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "mman/data/batch.h"
@@ -14,6 +15,7 @@
 #include "mman/threads.h"
 #include "mman/train/trainer.h"
 #include "src/core/packed_gemm.h"
+#include "src/models/frozen_cache.h"
 
 namespace mman {
 namespace {
@@ -183,44 +185,107 @@ TEST(FrozenSubnetCache, ChangedSubnetWeightsAreRecomputed) {
 
 // precompute_frozen() fills the caches of the frozen sub-networks for many conversations
 // at once (groups of similar length, spread over the threads); the batches that follow
-// are then served from the caches with the bits their own forward would give, attention
-// included, for any thread count.
+// are then served from the caches (every forward a hit) with the bits their own forward
+// would give, attention included, for any thread count and for binary4's 2-way heads.
 TEST(FrozenSubnetCache, PrecomputedOutputsAreWhatTheBatchesWouldCompute) {
   require_packed_kernels();
   std::vector<int> convs;
   for (int c = 0; c < 40; ++c) convs.push_back(c);  // ~1,900 rows: several groups
   const std::vector<std::vector<int>> plan = {{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, {39, 17, 25}, {30}};
-  for (const char* type : {"mman", "clstm_lf"})
-    for (int threads : {1, 2}) {
-      set_num_threads(threads);
-      auto cached = model_of(type), fresh = model_of(type);
-      const int64_t subnets = static_cast<int64_t>(cached->subnet_configs().size());
-      // Trainable sub-networks are computed with the batch, never ahead of it.
-      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, convs), 0) << type;
-      cached->params().set_trainable("subnets.", false);
-      std::vector<int> twice = convs;
-      twice.insert(twice.end(), convs.begin(), convs.begin() + 5);  // a conversation listed twice counts once
-      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, twice), subnets * 40) << type;
-      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, convs), 0) << type << ": all cached already";
-      for (const auto& part : plan) {
-        const Batch b = batch_of(part);
-        const Tensor& got = cached->forward(b, Mode::Eval, DropoutKey{});
-        const std::vector<float> g(got.data(), got.data() + got.size());
-        const Tensor& want = fresh->forward(b, Mode::Eval, DropoutKey{});
-        EXPECT_TRUE(same_bits(g, std::vector<float>(want.data(), want.data() + want.size())))
-            << type << " threads " << threads;
-        if (std::string(type) == "mman") {
-          const Tensor* a = cached->attention();
-          const Tensor* e = fresh->attention();
-          ASSERT_TRUE(a != nullptr && e != nullptr);
-          EXPECT_TRUE(same_bits(std::vector<float>(a->data(), a->data() + a->size()),
-                                std::vector<float>(e->data(), e->data() + e->size())));
+  for (const char* protocol_name : {"iemocap4", "binary4"}) {
+    const LabelProtocol protocol = make_protocol(protocol_name, data().ds.label_names);
+    const DataShape shape = data_shape_of(data().ds, protocol);
+    for (const char* type : {"mman", "clstm_lf"})
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE(std::string(type) + ", " + protocol_name + ", threads " + std::to_string(threads));
+        set_num_threads(threads);
+        ModelConfig config;
+        config.type = type;
+        auto cached = make_model(config, shape), fresh = make_model(config, shape);
+        init_model(*cached, 5);
+        init_model(*fresh, 5);
+        const int64_t subnets = static_cast<int64_t>(cached->subnet_configs().size());
+        // Trainable sub-networks are computed with the batch, never ahead of it.
+        EXPECT_EQ(cached->precompute_frozen(data().ds, protocol, convs), 0);
+        cached->params().set_trainable("subnets.", false);
+        std::vector<int> twice = convs;
+        twice.insert(twice.end(), convs.begin(), convs.begin() + 5);  // a conversation listed twice counts once
+        EXPECT_EQ(cached->precompute_frozen(data().ds, protocol, twice), subnets * 40);
+        EXPECT_EQ(cached->precompute_frozen(data().ds, protocol, convs), 0) << "all cached already";
+        const int64_t hits = FrozenOutputCache::hits(), misses = FrozenOutputCache::misses();
+        for (const auto& part : plan) {
+          Batch b;
+          make_batch(data().ds, protocol, part, b);
+          const Tensor& got = cached->forward(b, Mode::Eval, DropoutKey{});
+          const std::vector<float> g(got.data(), got.data() + got.size());
+          const Tensor& want = fresh->forward(b, Mode::Eval, DropoutKey{});
+          EXPECT_TRUE(same_bits(g, std::vector<float>(want.data(), want.data() + want.size())));
+          if (std::string(type) == "mman") {
+            const Tensor* a = cached->attention();
+            const Tensor* e = fresh->attention();
+            ASSERT_TRUE(a != nullptr && e != nullptr);
+            EXPECT_TRUE(same_bits(std::vector<float>(a->data(), a->data() + a->size()),
+                                  std::vector<float>(e->data(), e->data() + e->size())));
+          }
         }
+        // Every frozen sub-network of every batch came from the cache (the fresh model's
+        // trainable ones never ask it).
+        EXPECT_EQ(FrozenOutputCache::misses() - misses, 0);
+        EXPECT_EQ(FrozenOutputCache::hits() - hits, subnets * static_cast<int64_t>(plan.size()));
+        // More conversations later: computed and added to what is cached.
+        EXPECT_EQ(cached->precompute_frozen(data().ds, protocol, {40, 41}), subnets * 2);
+        EXPECT_EQ(cached->precompute_frozen(data().ds, protocol, {0, 40, 41}), 0);
       }
-      // More conversations later: computed and added to what is cached.
-      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, {40, 41}), subnets * 2) << type;
-      EXPECT_EQ(cached->precompute_frozen(data().ds, data().protocol, {0, 40, 41}), 0) << type;
+  }
+  set_num_threads(0);
+}
+
+// A stop answered between groups ends the precomputation early, keeping what was computed;
+// a later call computes the rest. The hook is polled on the calling thread only.
+TEST(FrozenSubnetCache, PrecomputationStopsBetweenGroupsWhenAsked) {
+  require_packed_kernels();
+  std::vector<int> all;
+  for (int c = 0; c < data().ds.num_conversations(); ++c) all.push_back(c);
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    auto m = model_of("mman");
+    m->params().set_trainable("subnets.", false);
+    const std::thread::id caller = std::this_thread::get_id();
+    int polls = 0;
+    bool other_thread = false;
+    const int64_t first = m->precompute_frozen(data().ds, data().protocol, all, [&] {
+      other_thread = other_thread || std::this_thread::get_id() != caller;
+      return ++polls > 2;
+    });
+    EXPECT_FALSE(other_thread);
+    EXPECT_GT(polls, 2);
+    EXPECT_GT(first, 0) << "threads " << threads;
+    EXPECT_LT(first, 4 * static_cast<int64_t>(all.size())) << "threads " << threads;
+    EXPECT_EQ(first + m->precompute_frozen(data().ds, data().protocol, all), 4 * static_cast<int64_t>(all.size()));
+  }
+  set_num_threads(0);
+}
+
+// An error in a group (here: a label protocol built for other data, which make_batch
+// rejects) reaches the caller as it is, at any thread count, and leaves the model usable.
+TEST(FrozenSubnetCache, APrecomputationErrorReachesTheCallerAndLeavesTheModelUsable) {
+  require_packed_kernels();
+  std::vector<int> convs;
+  for (int c = 0; c < 40; ++c) convs.push_back(c);
+  LabelProtocol wrong = data().protocol;
+  wrong.raw_to_class.push_back(-1);
+  for (int threads : {1, 2, 4}) {
+    set_num_threads(threads);
+    auto m = model_of("mman");
+    m->params().set_trainable("subnets.", false);
+    try {
+      m->precompute_frozen(data().ds, wrong, convs);
+      ADD_FAILURE() << "expected mman::Error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("label protocol"), std::string::npos) << e.what();
     }
+    EXPECT_EQ(m->precompute_frozen(data().ds, data().protocol, convs), 4 * 40) << "threads " << threads;
+  }
   set_num_threads(0);
 }
 

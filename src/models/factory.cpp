@@ -77,9 +77,9 @@ class NetworkModel : public Model {
   }
   void backward(const Batch& batch, const Tensor& dlogits) override { net_->backward(params_, batch, dlogits); }
   const Tensor* attention() const override { return net_->attention(); }
-  int64_t precompute_frozen(const Dataset& ds, const LabelProtocol& protocol,
-                            const std::vector<int>& conversations) override {
-    return net_->precompute_frozen(params_, ds, protocol, conversations);
+  int64_t precompute_frozen(const Dataset& ds, const LabelProtocol& protocol, const std::vector<int>& conversations,
+                            const std::function<bool()>& stop) override {
+    return net_->precompute_frozen(params_, ds, protocol, conversations, stop);
   }
   std::vector<ModelConfig> subnet_configs() const override { return config_.subnets; }
 

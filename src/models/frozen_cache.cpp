@@ -2,6 +2,7 @@
 #include "src/models/frozen_cache.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "mman/error.h"
@@ -43,7 +44,14 @@ uint64_t hash_floats(const float* x, size_t n, uint64_t state) {
   return hash_words(reinterpret_cast<const uint32_t*>(x), n, state);
 }
 
+// FrozenOutputCache::hits() / misses().
+std::atomic<int64_t> g_hits{0}, g_misses{0};
+
 }  // namespace
+
+int64_t FrozenOutputCache::capacity_rows() { return kMaxCachedRows; }
+int64_t FrozenOutputCache::hits() { return g_hits.load(std::memory_order_relaxed); }
+int64_t FrozenOutputCache::misses() { return g_misses.load(std::memory_order_relaxed); }
 
 bool FrozenOutputCache::available() { return std::strcmp(detail::packed_gemm_isa(), "generic") != 0; }
 
@@ -102,6 +110,7 @@ bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch, cons
   refresh(params);
   const bool all = contains(keys, batch.layout);
   keys_ = keys;  // reuses its capacity
+  (all ? g_hits : g_misses).fetch_add(1, std::memory_order_relaxed);
   return all;
 }
 

@@ -60,6 +60,13 @@ class FrozenOutputCache {
   void load(const Batch& batch, float* probs, int64_t ld, int col, int width, Tensor* attention) const;
   bool has_attention() const { return attention_cols_ > 0; }
 
+  // Rows a cache holds at most before it starts over (kMaxCachedRows).
+  static int64_t capacity_rows();
+  // Process-wide counts of begin() calls that found every conversation of the batch cached
+  // (hits) and of those that did not (misses): diagnostics, read by tests.
+  static int64_t hits();
+  static int64_t misses();
+
  private:
   struct Entry {
     int length = 0;

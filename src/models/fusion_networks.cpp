@@ -3,7 +3,9 @@
 #include <atomic>
 #include <exception>
 #include <memory>
+#include <functional>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "mman/error.h"
@@ -170,11 +172,16 @@ class FusionNetwork : public Network {
   // threads stay busy until the last groups, where running four whole sub-networks side
   // by side on two threads (forward()) leaves one thread idle for part of every batch.
   // A group's batch is built by the first task that needs it and freed once every frozen
-  // sub-network has passed it, so only a few groups are in memory, never a copy of the
-  // split. A group any of whose conversations a sub-network lacks is computed whole (and
-  // counted). The stored bits are those a batch's own forward would give (frozen_cache.h).
+  // sub-network has passed it: sub-networks of similar cost move through the groups
+  // together, so a few groups are in memory at a time (a much cheaper sub-network lags and
+  // keeps more alive). A group any of whose conversations a sub-network lacks is computed
+  // whole (and counted). The stored bits are those a batch's own forward would give
+  // (frozen_cache.h).
   int64_t precompute_frozen(const ParamStore& params, const Dataset& ds, const LabelProtocol& protocol,
-                            const std::vector<int>& conversations) override {
+                            const std::vector<int>& conversations, const std::function<bool()>& stop) override {
+    for (int c : conversations)
+      MMAN_CHECK(c >= 0 && c < ds.num_conversations(), "{}: conversation index {} is outside the data's {}", who_, c,
+                 ds.num_conversations());
     if (cache_.empty() || conversations.empty()) return 0;
     std::vector<int> frozen;
     for (int s = 0; s < static_cast<int>(subs_.size()); ++s)
@@ -182,9 +189,6 @@ class FusionNetwork : public Network {
     if (frozen.empty()) return 0;
 
     std::vector<int> order = conversations;
-    for (int c : order)
-      MMAN_CHECK(c >= 0 && c < ds.num_conversations(), "{}: conversation index {} is outside the data's {}", who_, c,
-                 ds.num_conversations());
     std::sort(order.begin(), order.end());
     order.erase(std::unique(order.begin(), order.end()), order.end());
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return ds.conv_length(a) > ds.conv_length(b); });
@@ -193,11 +197,13 @@ class FusionNetwork : public Network {
       std::vector<int> convs;
       int64_t rows = 0;
       int users_left = 0;  // frozen sub-networks that have not passed it yet
-      std::once_flag built;
+      std::mutex build;    // guards built, batch and keys until built
+      bool built = false;
       Batch batch;
       std::vector<uint64_t> keys;
     };
     std::vector<std::unique_ptr<Group>> groups;
+    int64_t all_rows = 0;
     for (int c : order) {
       const int64_t len = ds.conv_length(c);
       if (groups.empty() || groups.back()->rows + len > kPrecomputeRows) {
@@ -206,14 +212,16 @@ class FusionNetwork : public Network {
       }
       groups.back()->convs.push_back(c);
       groups.back()->rows += len;
+      all_rows += len;
     }
+    // More rows than a cache keeps: the later groups would evict the earlier ones before a
+    // batch reads them. The batches compute (and cache) what they need instead.
+    if (all_rows > FrozenOutputCache::capacity_rows()) return 0;
     const size_t group_count = groups.size();
 
     // Per frozen sub-network: its fingerprint refreshed (a change empties its cache), and
     // its work left: rows times its parameter count, its cost per row up to a constant.
     std::vector<double> work_left(frozen.size(), 0.0), per_row(frozen.size(), 0.0);
-    int64_t all_rows = 0;
-    for (const auto& g : groups) all_rows += g->rows;
     for (int i = 0; i < f_count; ++i) {
       const size_t u = static_cast<size_t>(i);
       const std::string& p = sub_prefixes_[static_cast<size_t>(frozen[u])];
@@ -227,8 +235,19 @@ class FusionNetwork : public Network {
     std::vector<size_t> next(frozen.size(), 0);  // each sub-network's next group
     std::vector<char> busy(frozen.size(), 0);
     int64_t computed = 0;
-    parallel_rethrowing(num_threads(), [&](int) {
+    // Set when a task fails or `stop` answers true: no task starts after it.
+    std::atomic<bool> halt{false};
+    // `stop` is the caller's (the trainer's hook): polled on the calling thread only.
+    const std::thread::id caller = std::this_thread::get_id();
+    // One chunk per thread, at most one per sub-network: a single frozen sub-network then
+    // runs outside any chunk, with every thread inside its own products.
+    parallel_rethrowing(std::min(num_threads(), f_count), [&](int) {
       for (;;) {
+        if (halt.load()) return;
+        if (stop && std::this_thread::get_id() == caller && stop()) {
+          halt = true;
+          return;
+        }
         size_t u = 0;
         Group* g = nullptr;
         {
@@ -245,27 +264,33 @@ class FusionNetwork : public Network {
           g = groups[next[u]++].get();
           work_left[u] -= per_row[u] * static_cast<double>(g->rows);
         }
-        // Releases the sub-network however the task ends, so an error never leaves it
-        // marked busy (the error itself reaches the caller); after a task that completed,
-        // the last sub-network to pass a group frees its batch.
+        // Releases the sub-network however the task ends. After a task that completed, the
+        // last sub-network to pass a group frees its batch; after one that threw, no task
+        // starts any more (the error reaches the caller).
         struct Release {
           std::mutex& m;
           char& busy;
           Group& group;
+          std::atomic<bool>& halt;
           bool done = false;
           ~Release() {
             std::lock_guard<std::mutex> lock(m);
             busy = 0;
+            if (!done) halt = true;
             if (done && --group.users_left == 0) {
               group.batch = Batch();
               group.keys = std::vector<uint64_t>();
             }
           }
-        } release{mutex, busy[u], *g};
-        std::call_once(g->built, [&] {
-          make_batch(ds, protocol, g->convs, g->batch);
-          FrozenOutputCache::conversation_keys(g->batch, g->keys);
-        });
+        } release{mutex, busy[u], *g, halt};
+        {
+          std::lock_guard<std::mutex> lock(g->build);
+          if (!g->built) {
+            make_batch(ds, protocol, g->convs, g->batch);
+            FrozenOutputCache::conversation_keys(g->batch, g->keys);
+            g->built = true;
+          }
+        }
         const int s = frozen[u];
         FrozenOutputCache& cache = cache_[static_cast<size_t>(s)];
         if (!cache.contains(g->keys, g->batch.layout)) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -130,8 +131,17 @@ class Phase {
         // (Model::precompute_frozen); a no-op for other models.
         std::vector<int> convs = splits_.train;
         convs.insert(convs.end(), splits_.valid.begin(), splits_.valid.end());
-        model_.precompute_frozen(ds_, protocol_, convs);
+        // The stop hook is polled between its groups too; a stop there ends it early and
+        // stops training before the batch.
+        bool stopped = false;
+        std::function<bool()> stop;
+        if (hooks_.should_stop) stop = [&] { return stopped = stopped || hooks_.should_stop(); };
+        model_.precompute_frozen(ds_, protocol_, convs, stop);
         frozen_precomputed_ = true;
+        if (stopped) {
+          state_.partial_seconds += now_seconds() - start;
+          return false;
+        }
       }
       make_batch(ds_, protocol_, plan[b], batch_);
       state_.batch = static_cast<int64_t>(b) + 1;

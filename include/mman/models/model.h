@@ -1,6 +1,7 @@
 // Model: the interface every network (clstm_*, clstm_mma, mman) implements, and its factory.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,11 +70,14 @@ class Model {
   // sub-networks' outputs for the given conversations ahead of the batches that will read
   // them (src/models/frozen_cache.h), in groups of conversations of similar length spread
   // over the threads, which is cheaper than batch by batch. Results are the same bits
-  // either way. Returns how many (sub-network, conversation) outputs it computed: 0 when
-  // all were ready, nothing is frozen, or the model keeps no such cache (the default).
+  // either way. `stop`, when given, is polled between groups: once it answers true no new
+  // group starts (what is computed stays cached; the batches compute the rest). Returns how
+  // many (sub-network, conversation) outputs it computed: 0 when all were ready, nothing is
+  // frozen, or the model keeps no such cache (the default). attention() still describes
+  // the last forward(), not this.
   virtual int64_t precompute_frozen(const Dataset& ds, const LabelProtocol& protocol,
-                                    const std::vector<int>& conversations) {
-    (void)ds, (void)protocol, (void)conversations;
+                                    const std::vector<int>& conversations, const std::function<bool()>& stop = {}) {
+    (void)ds, (void)protocol, (void)conversations, (void)stop;
     return 0;
   }
   // Composite models (clstm_lf, mman): the sub-network configs whose parameters live

@@ -1,6 +1,7 @@
 // Network: a model's computation on a ParamStore under a name prefix, so composites can nest them.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,8 +41,8 @@ class Network {
   virtual void backward(ParamStore& params, const Batch& batch, const Tensor& dlogits) = 0;
   // Model::precompute_frozen() on this network's parameters (fusion networks; others: 0).
   virtual int64_t precompute_frozen(const ParamStore& params, const Dataset& ds, const LabelProtocol& protocol,
-                                    const std::vector<int>& conversations) {
-    (void)params, (void)ds, (void)protocol, (void)conversations;
+                                    const std::vector<int>& conversations, const std::function<bool()>& stop) {
+    (void)params, (void)ds, (void)protocol, (void)conversations, (void)stop;
     return 0;
   }
   // MMA weights of the last forward ([rows x M*M]), or the first MMA sub-network's.

@@ -82,7 +82,9 @@ struct TrainHooks {
   // After every completed epoch (model selection done, the model still holding that
   // epoch's parameters), e.g. for progress and metrics.csv.
   std::function<void(const std::string& model_name, const EpochRecord& record, int max_epochs)> on_epoch;
-  // Polled before every batch; returning true stops training there: the state is saved
+  // Polled before every batch (and, for clstm_lf and mman in stage 2, between the groups of
+  // the frozen sub-networks' precomputation in the first epoch, on the calling thread);
+  // returning true stops training before the next batch: the state is saved
   // (when state_path gives a file) and the result comes back with interrupted = true and
   // the parameters as they are at that point.
   std::function<bool()> should_stop;
