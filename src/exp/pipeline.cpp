@@ -232,24 +232,29 @@ int run_experiment(const RunOptions& opt) {
   std::string backend_note;
   const std::string backend = resolve_backend(cfg.backend, &backend_note);
 
-  // What may differ on a resume: where the run directory is (it was moved or copied), and the
-  // thread count (results do not depend on it: docs/reliability.md). config.yaml is then
-  // rewritten with the current values and run.log says what changed.
+  // What may differ on a resume: where the run directory is (it was moved or copied), the
+  // thread count (results do not depend on it: docs/reliability.md) and whether figures are
+  // drawn (output.plots: nothing computed depends on it). config.yaml is then rewritten with
+  // the current values and run.log says what changed.
   bool relocated = false;
   int threads_before = cfg.threads;
+  bool plots_before = cfg.output.plots;
   if (opt.resume) {
     if (!fs::exists(stored_config)) fail("{}: nothing to resume (no config.yaml); run without --resume to start it", dir);
     std::string before = read_text(stored_config);
     if (before != cfg.resolved_yaml) {
-      // The same run when its stored config, resolved for this directory and thread count, is
-      // this one.
+      // The same run when its stored config, resolved for this directory, thread count and
+      // plots setting, is this one.
       try {
-        const ExperimentConfig here = parse_experiment(
-            before, stored_config, {"output.dir=" + yaml_quote(dir), "threads=" + std::to_string(cfg.threads)});
+        const ExperimentConfig here =
+            parse_experiment(before, stored_config,
+                             {"output.dir=" + yaml_quote(dir), "threads=" + std::to_string(cfg.threads),
+                              std::string("output.plots=") + (cfg.output.plots ? "true" : "false")});
         if (here.resolved_yaml == cfg.resolved_yaml) {
           const ExperimentConfig stored = parse_experiment(before, stored_config);
           relocated = stored.output.dir != dir;
           threads_before = stored.threads;
+          plots_before = stored.output.plots;
           before = here.resolved_yaml;
         }
       } catch (const Error&) {
@@ -280,7 +285,8 @@ int run_experiment(const RunOptions& opt) {
   // One process per run directory (held until this function returns): a second one would
   // interleave its writes and, resuming, delete the first one's temporaries.
   const RunLock lock(dir);
-  if (!opt.resume || relocated || threads_before != cfg.threads) write_file_atomic(stored_config, cfg.resolved_yaml);
+  if (!opt.resume || relocated || threads_before != cfg.threads || plots_before != cfg.output.plots)
+    write_file_atomic(stored_config, cfg.resolved_yaml);
   RunLog log((fs::path(dir) / "run.log").string());
   if (opt.resume)  // a run killed mid-write (SIGKILL, power loss) leaves its temporaries
     for (const std::string& stale : remove_stale_temporaries(dir))
@@ -294,6 +300,8 @@ int run_experiment(const RunOptions& opt) {
     log.line(fmt::format("resumed with threads: {} (started with {}); results do not depend on the thread count on "
                          "CPUs with AVX2 and FMA",
                          cfg.threads, threads_before));
+  if (plots_before != cfg.output.plots)
+    log.line(fmt::format("resumed with output.plots: {} (started with {})", cfg.output.plots, plots_before));
   if (!backend_note.empty()) log.line(backend_note);
   log.line(fmt::format("data: {}{}, protocol {}, train/valid/test {}/{}/{} conversations", data.description,
                        data.synthetic ? " [synthetic]" : "", data.protocol.name, data.splits.train.size(),
