@@ -66,7 +66,7 @@ void run_setup(const MmaCase& setup, const std::vector<EmulationOptions>& schedu
     SCOPED_TRACE(simt::describe(schedules[i]));
     ScopedEmulation scope(schedules[i]);
     MmaOutputs k = run_kernels(cpu, backward);
-    test::expect_mma_finite(k);
+    ASSERT_NO_FATAL_FAILURE(test::expect_mma_finite(k));
     if (i == 0) {
       test::check_mma_outputs(setup, cpu, k);
       first = std::move(k);
@@ -113,7 +113,7 @@ TEST(KernelsMma, CosineWithAZeroQueryStaysFinite) {
   MmaReference cpu(setup, 77, test::zero_text_query);
   ScopedEmulation scope(simt::test_schedules().back());
   const MmaOutputs k = run_kernels(cpu, true);
-  test::expect_mma_finite(k);
+  ASSERT_NO_FATAL_FAILURE(test::expect_mma_finite(k));
   for (int64_t r = 0; r < setup.rows; ++r)
     for (int n = 0; n < 3; ++n) EXPECT_FLOAT_EQ(k.alpha[static_cast<size_t>(r * 9 + 6 + n)], 1.0f / 3.0f);
   test::check_mma_outputs(setup, cpu, k);

@@ -639,7 +639,7 @@ void run_mma_case(const MmaCase& setup, const std::function<void(ParamStore&)>& 
   MmaReference cpu(setup, test::mma_seed(setup), tweak);
   const bool backward = setup.mode == Mode::Train;
   const MmaOutputs first = mma_on_device(cpu, backward);
-  test::expect_mma_finite(first);
+  ASSERT_NO_FATAL_FAILURE(test::expect_mma_finite(first));
   test::check_mma_outputs(setup, cpu, first);
   EXPECT_TRUE(mma_on_device(cpu, backward) == first) << "two runs differ";  // no atomics: deterministic
 }
@@ -663,7 +663,7 @@ TEST_F(KernelsNative, MmaFusedCosineWithAZeroQueryStaysFinite) {
   const MmaCase setup{MmaScore::Cosine, MmaSkip::Residual, Mode::Train, 3, 20};
   MmaReference cpu(setup, 77, test::zero_text_query);
   const MmaOutputs k = mma_on_device(cpu, true);
-  test::expect_mma_finite(k);
+  ASSERT_NO_FATAL_FAILURE(test::expect_mma_finite(k));
   for (int64_t r = 0; r < setup.rows; ++r)
     for (int n = 0; n < 3; ++n) EXPECT_FLOAT_EQ(k.alpha[static_cast<size_t>(r * 9 + 6 + n)], 1.0f / 3.0f);
   test::check_mma_outputs(setup, cpu, k);

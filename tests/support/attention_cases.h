@@ -4,11 +4,11 @@
 #pragma once
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cfloat>
-#include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/kernels/attention.cuh"

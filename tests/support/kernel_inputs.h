@@ -121,8 +121,12 @@ inline std::vector<CrossEntropyCase> cross_entropy_shape_cases() {
   return cases;
 }
 
-// Ties (they go to the lower column), logits of any finite size, nothing labelled (the last
-// case: loss 0 and a zero gradient).
+// Nothing labelled: loss 0 and a zero gradient.
+inline CrossEntropyCase cross_entropy_all_masked_case() {
+  return {random_logits(20, 4, 1.0, 7), std::vector<int32_t>(20, -1), 1, "all masked"};
+}
+
+// Ties (they go to the lower column), logits of any finite size, nothing labelled.
 inline std::vector<CrossEntropyCase> cross_entropy_tie_cases() {
   Tensor ties(3, 4), ties8(5, 8);
   for (int64_t i = 0; i < ties.size(); ++i) ties.data()[i] = 1.5f;
@@ -131,7 +135,7 @@ inline std::vector<CrossEntropyCase> cross_entropy_tie_cases() {
   cases.push_back({ties, {0, 1, 3}, 1, "ties"});
   cases.push_back({ties8, {2, 2, 0, 1, 3}, 4, "binary4 ties"});
   cases.push_back({random_logits(40, 5, 3e4, 5), random_targets(40, 5, 0.1, 6), 1, "huge logits"});
-  cases.push_back({random_logits(20, 4, 1.0, 7), std::vector<int32_t>(20, -1), 1, "all masked"});
+  cases.push_back(cross_entropy_all_masked_case());
   return cases;
 }
 
