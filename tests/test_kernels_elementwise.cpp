@@ -27,26 +27,20 @@ using simt::ScopedEmulation;
 
 using test::from_bits;
 using test::special_values;
-// Random values with the special ones mixed in (test::relu_inputs).
-const auto random_values = test::relu_inputs;
 
 bool same_bits(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
 
 TEST(KernelsElementwise, ReluForwardAndBackwardEqualTheCpuFunctions) {
   for (long long n : {1LL, 100LL, 256LL, 1001LL}) {
-    const std::vector<float> x = random_values(static_cast<size_t>(n), 1 + static_cast<uint64_t>(n));
-    const std::vector<float> dy = random_values(static_cast<size_t>(n), 2 + static_cast<uint64_t>(n));
-    std::vector<float> ref(x.size()), ref_back(x.size());
-    relu_forward(x.data(), ref.data(), n);
-    relu_backward(x.data(), dy.data(), ref_back.data(), n);
+    const test::ReluCase c = test::relu_random_case(n);
     for (const EmulationOptions& o : simt::test_schedules()) {
       SCOPED_TRACE("n " + std::to_string(n) + ", " + simt::describe(o));
       ScopedEmulation scope(o);
-      std::vector<float> y(x.size(), NAN), back(x.size(), NAN);
-      kernels::relu_forward_launch(x.data(), y.data(), n, nullptr);
-      kernels::relu_backward_launch(x.data(), dy.data(), back.data(), n, nullptr);
-      EXPECT_TRUE(same_bits(y.data(), ref.data(), y.size()));
-      EXPECT_TRUE(same_bits(back.data(), ref_back.data(), back.size()));
+      std::vector<float> y(c.x.size(), NAN), back(c.x.size(), NAN);
+      kernels::relu_forward_launch(c.x.data(), y.data(), n, nullptr);
+      kernels::relu_backward_launch(c.x.data(), c.dy.data(), back.data(), n, nullptr);
+      EXPECT_TRUE(same_bits(y.data(), c.want_y.data(), y.size()));
+      EXPECT_TRUE(same_bits(back.data(), c.want_back.data(), back.size()));
     }
   }
 }
@@ -79,15 +73,13 @@ TEST(KernelsElementwise, ReluDropoutEqualsReluThenDropoutOnAColumnBlock) {
 // with its bits through the ReLU (as relu_forward keeps it, so a poisoned input reaches the
 // loss check), -0 becomes +0, and the backward passes dy only where act > 0 (NaN act: 0).
 TEST(KernelsElementwise, ReluKeepsNanAndMatchesTheCpuOnEverySpecialValue) {
-  const std::vector<float> special = special_values();
-  std::vector<float> x, dy;
-  for (float a : special)
-    for (float b : special) x.push_back(a), dy.push_back(b);
-  const long long n = static_cast<long long>(x.size());
-  std::vector<float> ref(x.size()), ref_back(x.size());
-  relu_forward(x.data(), ref.data(), n);
-  relu_backward(x.data(), dy.data(), ref_back.data(), n);
-  ASSERT_TRUE(std::isnan(ref[2 * special.size()]));  // the reference keeps NaN (row of special[2])
+  const test::ReluCase c = test::relu_special_case();
+  const std::vector<float>& x = c.x;
+  const std::vector<float>& dy = c.dy;
+  const std::vector<float>& ref = c.want_y;
+  const std::vector<float>& ref_back = c.want_back;
+  const long long n = c.n();
+  ASSERT_TRUE(std::isnan(ref[2 * special_values().size()]));  // the reference keeps NaN (row of special[2])
   ScopedEmulation scope(simt::test_schedules().back());
   std::vector<float> y(x.size(), 1.0f), back(x.size(), 1.0f);
   kernels::relu_forward_launch(x.data(), y.data(), n, nullptr);

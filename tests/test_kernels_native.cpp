@@ -73,9 +73,6 @@ using test::cross_entropy_nan_cases;
 using test::cross_entropy_shape_cases;
 using test::cross_entropy_tie_cases;
 using test::CrossEntropyCase;
-using test::from_bits;
-using test::relu_inputs;
-using test::special_values;
 
 using test::cuda_unusable_reason;
 
@@ -168,41 +165,29 @@ std::vector<float> uniform_values(size_t n, double lo, double hi, uint64_t seed)
 
 // ---- elementwise (test_kernels_elementwise.cpp) ----
 
+// ReLU forward and backward of a case on the device against the CPU's results.
+void check_relu_on_device(const test::ReluCase& c) {
+  const DeviceVec<float> d_x(c.x), d_dy(c.dy), d_y(c.x.size()), d_back(c.x.size());
+  cuda::relu_forward_device(d_x.get(), d_y.get(), c.n(), stream());
+  cuda::relu_backward_device(d_x.get(), d_dy.get(), d_back.get(), c.n(), stream());
+  EXPECT_TRUE(same_values(d_y.download(), c.want_y));
+  EXPECT_TRUE(same_values(d_back.download(), c.want_back));
+}
+
 // The SIMT test's sizes plus one beyond the grid (kElementwiseMaxBlocks blocks): the grid-stride loop.
 TEST_F(KernelsNative, ReluForwardAndBackwardEqualTheCpuFunctions) {
   const long long big = kernels::kElementwiseMaxBlocks * kernels::kElementwiseThreads + 777;
   for (long long n : {1LL, 100LL, 256LL, 1001LL, big}) {
     SCOPED_TRACE("n " + std::to_string(n));
-    const std::vector<float> x = relu_inputs(static_cast<size_t>(n), 1 + static_cast<uint64_t>(n));
-    const std::vector<float> dy = relu_inputs(static_cast<size_t>(n), 2 + static_cast<uint64_t>(n));
-    std::vector<float> ref(x.size()), ref_back(x.size());
-    relu_forward(x.data(), ref.data(), n);
-    relu_backward(x.data(), dy.data(), ref_back.data(), n);
-    const DeviceVec<float> d_x(x), d_dy(dy), d_y(x.size()), d_back(x.size());
-    cuda::relu_forward_device(d_x.get(), d_y.get(), n, stream());
-    cuda::relu_backward_device(d_x.get(), d_dy.get(), d_back.get(), n, stream());
-    EXPECT_TRUE(same_values(d_y.download(), ref));
-    EXPECT_TRUE(same_values(d_back.download(), ref_back));
+    const test::ReluCase c = test::relu_random_case(n);
+    check_relu_on_device(c);
+    const DeviceVec<float> d_x(c.x);
     cuda::relu_forward_device(d_x.get(), d_x.get(), n, stream());  // in place
-    EXPECT_TRUE(same_values(d_x.download(), ref));
+    EXPECT_TRUE(same_values(d_x.download(), c.want_y));
   }
 }
 
-TEST_F(KernelsNative, ReluKeepsNanAndMatchesTheCpuOnEverySpecialValue) {
-  const std::vector<float> special = special_values();
-  std::vector<float> x, dy;
-  for (float a : special)
-    for (float b : special) x.push_back(a), dy.push_back(b);
-  const long long n = static_cast<long long>(x.size());
-  std::vector<float> ref(x.size()), ref_back(x.size());
-  relu_forward(x.data(), ref.data(), n);
-  relu_backward(x.data(), dy.data(), ref_back.data(), n);
-  const DeviceVec<float> d_x(x), d_dy(dy), d_y(x.size()), d_back(x.size());
-  cuda::relu_forward_device(d_x.get(), d_y.get(), n, stream());
-  cuda::relu_backward_device(d_x.get(), d_dy.get(), d_back.get(), n, stream());
-  EXPECT_TRUE(same_values(d_y.download(), ref));
-  EXPECT_TRUE(same_values(d_back.download(), ref_back));
-}
+TEST_F(KernelsNative, ReluKeepsNanAndMatchesTheCpuOnEverySpecialValue) { check_relu_on_device(test::relu_special_case()); }
 
 TEST_F(KernelsNative, ReluDropoutEqualsReluThenDropoutOnAColumnBlock) {
   const DropoutKey key{11, 12};

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mman/layers/activation.h"
@@ -43,6 +44,37 @@ inline std::vector<float> relu_inputs(size_t n, uint64_t seed) {
   for (size_t i = 0; i < n; ++i)
     v[i] = i % 5 == 3 ? special[(i / 5 + seed) % special.size()] : static_cast<float>(rng.uniform(-3, 3));
   return v;
+}
+
+// ReLU's inputs and what the CPU's relu_forward / relu_backward (act = x) make of them.
+struct ReluCase {
+  std::vector<float> x, dy, want_y, want_back;
+  long long n() const { return static_cast<long long>(x.size()); }
+};
+
+inline ReluCase relu_case(std::vector<float> x, std::vector<float> dy) {
+  ReluCase c{std::move(x), std::move(dy), {}, {}};
+  c.want_y.resize(c.x.size());
+  c.want_back.resize(c.x.size());
+  relu_forward(c.x.data(), c.want_y.data(), c.n());
+  relu_backward(c.x.data(), c.dy.data(), c.want_back.data(), c.n());
+  return c;
+}
+
+// n random values with the special ones mixed in, for x and dy (seeds 1 + n and 2 + n).
+inline ReluCase relu_random_case(long long n) {
+  return relu_case(relu_inputs(static_cast<size_t>(n), 1 + static_cast<uint64_t>(n)),
+                   relu_inputs(static_cast<size_t>(n), 2 + static_cast<uint64_t>(n)));
+}
+
+// Every special value as the input and as the incoming gradient of every other (x[i *
+// special.size() + j] = special[i], dy = special[j]).
+inline ReluCase relu_special_case() {
+  const std::vector<float> special = special_values();
+  std::vector<float> x, dy;
+  for (float a : special)
+    for (float b : special) x.push_back(a), dy.push_back(b);
+  return relu_case(std::move(x), std::move(dy));
 }
 
 // ReLU then dropout on one column block of wider matrices (modality 1 of [rows x 3d]), the way
