@@ -491,55 +491,33 @@ TEST_F(KernelsNative, CrossEntropyZeroRowsGiveAnEmptyResult) {
 
 // ---- LSTM cell (test_kernels_lstm_cell.cpp) ----
 
-struct CellStep {
-  int n, n_prev, h, ldh, ldy;
-};
-
-void check_cell_step(const CellStep& s, const std::vector<float>& gates_in) {
-  SCOPED_TRACE("n " + std::to_string(s.n) + ", n_prev " + std::to_string(s.n_prev) + ", h " + std::to_string(s.h) +
-               ", ldh " + std::to_string(s.ldh));
+void check_cell_step(const test::LstmCellCase& k) {
+  const test::LstmCellStep& s = k.s;
+  SCOPED_TRACE(test::describe(s));
   const size_t nh = static_cast<size_t>(s.n) * s.h;
-  const std::vector<float> bias = uniform_values(4 * static_cast<size_t>(s.h), -0.5, 0.5, 1);
-  const std::vector<float> c_prev = uniform_values(static_cast<size_t>(s.n_prev) * s.h, -2.0, 2.0, 2);
-  const std::vector<float> dy = uniform_values(static_cast<size_t>(s.n) * s.ldy, -1.0, 1.0, 3);
-  const std::vector<float> dh_rec = uniform_values(nh, -1.0, 1.0, 4);
-  const std::vector<float> dc_in = uniform_values(nh, -1.0, 1.0, 5);
-  std::vector<float> gates = gates_in, c(nh), tanh_c(nh), h_out(static_cast<size_t>(s.n) * s.ldh, -7.0f);
-  detail::lstm_cell_forward(s.n, s.n_prev, s.h, bias.data(), gates.data(), c_prev.data(), c.data(), tanh_c.data(),
-                            h_out.data(), s.ldh);
-  std::vector<float> dc = dc_in, dgates(gates.size());
-  detail::lstm_cell_backward(s.n, s.n_prev, s.h, gates.data(), c_prev.data(), tanh_c.data(), dy.data(), s.ldy,
-                             dh_rec.data(), dc.data(), dgates.data());
-  const DeviceVec<float> d_bias(bias), d_gates(gates_in), d_c_prev(c_prev), d_c(nh), d_tanh_c(nh),
-      d_h(std::vector<float>(h_out.size(), -7.0f));
+  const DeviceVec<float> d_bias(k.bias), d_gates(k.gates_in), d_c_prev(k.c_prev), d_c(nh), d_tanh_c(nh),
+      d_h(std::vector<float>(k.h_out.size(), -7.0f));
   cuda::lstm_cell_forward_device(s.n, s.n_prev, s.h, d_bias.get(), d_gates.get(), d_c_prev.get(), d_c.get(),
                                  d_tanh_c.get(), d_h.get(), s.ldh, stream());
-  EXPECT_TRUE(same_values(d_gates.download(), gates));
-  EXPECT_TRUE(same_values(d_c.download(), c));
-  EXPECT_TRUE(same_values(d_tanh_c.download(), tanh_c));
-  EXPECT_TRUE(same_values(d_h.download(), h_out));  // the padding between rows of h_out untouched
-  const DeviceVec<float> d_acts(gates), d_ctc(tanh_c), d_dy(dy), d_dh(dh_rec), d_dc(dc_in), d_dgates(gates.size());
+  EXPECT_TRUE(same_values(d_gates.download(), k.gates));
+  EXPECT_TRUE(same_values(d_c.download(), k.c));
+  EXPECT_TRUE(same_values(d_tanh_c.download(), k.tanh_c));
+  EXPECT_TRUE(same_values(d_h.download(), k.h_out));  // the padding between rows of h_out untouched
+  const DeviceVec<float> d_acts(k.gates), d_ctc(k.tanh_c), d_dy(k.dy), d_dh(k.dh_rec), d_dc(k.dc_in),
+      d_dgates(k.gates.size());
   cuda::lstm_cell_backward_device(s.n, s.n_prev, s.h, d_acts.get(), d_c_prev.get(), d_ctc.get(), d_dy.get(), s.ldy,
                                   d_dh.get(), d_dc.get(), d_dgates.get(), stream());
-  EXPECT_TRUE(same_values(d_dc.download(), dc));
-  EXPECT_TRUE(same_values(d_dgates.download(), dgates));
+  EXPECT_TRUE(same_values(d_dc.download(), k.dc));
+  EXPECT_TRUE(same_values(d_dgates.download(), k.dgates));
 }
 
 TEST_F(KernelsNative, LstmCellStepsAreBitIdenticalToTheCpuCell) {
-  const std::vector<CellStep> steps = {{1, 1, 1, 1, 1}, {1, 0, 37, 37, 37}, {7, 4, 5, 5, 5}, {33, 33, 37, 74, 40},
-                                       {10, 6, 300, 600, 300}};
-  for (const CellStep& s : steps)
-    check_cell_step(s, uniform_values(static_cast<size_t>(s.n) * 4 * s.h, -4.0, 4.0, 10 + static_cast<uint64_t>(s.h)));
+  for (const test::LstmCellStep& s : test::lstm_cell_steps())
+    check_cell_step(test::lstm_cell_case(s, test::lstm_cell_random_gates(s)));
 }
 
 TEST_F(KernelsNative, LstmCellExtremePreActivationsAreBitIdentical) {
-  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
-  const std::vector<float> special = {0.0f,   -0.0f,  0.624f, 0.625f, -0.626f, 79.9f, 80.0f, 81.0f, -85.0f, 1e30f,
-                                      -1e30f, inf,    -inf,   1e-40f, -1e-40f, 3.0f,  -3.0f, 40.0f, -40.0f, nan};
-  const int h = 23, n = 9;
-  std::vector<float> gates(static_cast<size_t>(n) * 4 * h);
-  for (size_t i = 0; i < gates.size(); ++i) gates[i] = special[(i * 7) % special.size()];
-  check_cell_step({n, 5, h, h, h}, gates);
+  check_cell_step(test::lstm_cell_case(test::lstm_cell_extreme_step(), test::lstm_cell_extreme_gates()));
 }
 
 // ---- MMA attention (tolerance, references and checks: tests/support/mma_tolerance.h, attention_cases.h,

@@ -17,6 +17,7 @@
 #include "mman/rng.h"
 #include "mman/tensor.h"
 #include "mman/train/optimizer.h"
+#include "src/layers/lstm_cell.h"
 
 namespace mman::test {
 
@@ -75,6 +76,80 @@ inline ReluCase relu_special_case() {
   for (float a : special)
     for (float b : special) x.push_back(a), dy.push_back(b);
   return relu_case(std::move(x), std::move(dy));
+}
+
+// ---- LSTM cell ----
+
+// One step of the cell: n rows, the first n_prev continuing a conversation, hidden h, h_out
+// rows ldh apart, dy rows ldy apart.
+struct LstmCellStep {
+  int n, n_prev, h, ldh, ldy;
+};
+
+inline std::vector<float> uniform_floats(size_t n, double scale, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(rng.uniform(-scale, scale));
+  return v;
+}
+
+// Ragged batches (rows that start a conversation), strided h and dy, the paper's width.
+inline std::vector<LstmCellStep> lstm_cell_steps() {
+  return {{1, 1, 1, 1, 1}, {1, 0, 37, 37, 37}, {7, 4, 5, 5, 5}, {33, 33, 37, 74, 40}, {10, 6, 300, 600, 300}};
+}
+inline std::vector<float> lstm_cell_random_gates(const LstmCellStep& s) {
+  return uniform_floats(static_cast<size_t>(s.n) * 4 * s.h, 4.0, 10 + static_cast<uint64_t>(s.h));
+}
+
+// Pre-activations across every branch of the activations (the polynomial/exponential switch
+// of tanh at 0.625, the +-80 clamp of exp, infinities, signed zeros, denormals and NaN) for
+// the step lstm_cell_extreme_step().
+inline LstmCellStep lstm_cell_extreme_step() { return {9, 5, 23, 23, 23}; }
+inline std::vector<float> lstm_cell_extreme_gates() {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> special = {0.0f,   -0.0f,  0.624f, 0.625f, -0.626f, 79.9f, 80.0f, 81.0f, -85.0f, 1e30f,
+                                      -1e30f, inf,    -inf,   1e-40f, -1e-40f, 3.0f,  -3.0f, 40.0f, -40.0f, nan};
+  const LstmCellStep s = lstm_cell_extreme_step();
+  std::vector<float> gates(static_cast<size_t>(s.n) * 4 * s.h);
+  for (size_t i = 0; i < gates.size(); ++i) gates[i] = special[(i * 7) % special.size()];
+  return gates;
+}
+
+// A step's other inputs and what the CPU cell (src/layers/lstm_cell.h) makes of them: forward
+// (activated gates in place, c, tanh(c), h_out with its padding left at -7) and backward (dc
+// updated in place, dgates).
+struct LstmCellCase {
+  LstmCellStep s{};
+  std::vector<float> gates_in, bias, c_prev, dy, dh_rec, dc_in;
+  std::vector<float> gates, c, tanh_c, h_out, dc, dgates;
+};
+
+inline LstmCellCase lstm_cell_case(const LstmCellStep& s, std::vector<float> gates_in) {
+  LstmCellCase k;
+  k.s = s;
+  const size_t nh = static_cast<size_t>(s.n) * s.h;
+  k.gates_in = std::move(gates_in);
+  k.bias = uniform_floats(4 * static_cast<size_t>(s.h), 0.5, 1);
+  k.c_prev = uniform_floats(static_cast<size_t>(s.n_prev) * s.h, 2.0, 2);
+  k.dy = uniform_floats(static_cast<size_t>(s.n) * s.ldy, 1.0, 3);
+  k.dh_rec = uniform_floats(nh, 1.0, 4);
+  k.dc_in = uniform_floats(nh, 1.0, 5);
+  k.gates = k.gates_in;
+  k.c.resize(nh);
+  k.tanh_c.resize(nh);
+  k.h_out.assign(static_cast<size_t>(s.n) * s.ldh, -7.0f);
+  detail::lstm_cell_forward(s.n, s.n_prev, s.h, k.bias.data(), k.gates.data(), k.c_prev.data(), k.c.data(),
+                            k.tanh_c.data(), k.h_out.data(), s.ldh);
+  k.dc = k.dc_in;
+  k.dgates.resize(k.gates.size());
+  detail::lstm_cell_backward(s.n, s.n_prev, s.h, k.gates.data(), k.c_prev.data(), k.tanh_c.data(), k.dy.data(), s.ldy,
+                             k.dh_rec.data(), k.dc.data(), k.dgates.data());
+  return k;
+}
+
+inline std::string describe(const LstmCellStep& s) {
+  return "n " + std::to_string(s.n) + ", n_prev " + std::to_string(s.n_prev) + ", h " + std::to_string(s.h) +
+         ", ldh " + std::to_string(s.ldh);
 }
 
 // ReLU then dropout on one column block of wider matrices (modality 1 of [rows x 3d]), the way
