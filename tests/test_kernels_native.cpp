@@ -156,12 +156,7 @@ bool identical(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
-std::vector<float> uniform_values(size_t n, double lo, double hi, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v) x = static_cast<float>(rng.uniform(lo, hi));
-  return v;
-}
+const auto uniform_values = test::uniform_floats;
 
 // ---- elementwise (test_kernels_elementwise.cpp) ----
 
@@ -652,38 +647,24 @@ TEST_F(KernelsNative, MmaFusedMatchesTheCpuLayerOnAFullBatch) {
 TEST_F(KernelsNative, SumMatchesDoubleReferenceForManySizes) {
   for (long long n : {0LL, 1LL, 31LL, 255LL, 256LL, 257LL, 1000LL, 4099LL, 256LL * 256 + 1000}) {
     SCOPED_TRACE("n " + std::to_string(n));
-    const std::vector<float> x = uniform_values(static_cast<size_t>(n), -1, 1, 100 + static_cast<uint64_t>(n));
-    double ref = 0, abs_sum = 0;
-    for (float v : x) ref += v, abs_sum += std::fabs(v);
-    const DeviceVec<float> d_x(x), d_partial(static_cast<size_t>(cuda::sum_device_scratch(n))), d_out(1);
+    const test::SumCase c = test::sum_case(n, 100 + static_cast<uint64_t>(n));
+    const DeviceVec<float> d_x(c.x), d_partial(static_cast<size_t>(cuda::sum_device_scratch(n))), d_out(1);
     cuda::sum_device(d_x.get(), n, d_partial.get(), d_out.get(), stream());
     const float out = download_one(d_out);
-    EXPECT_NEAR(out, ref, static_cast<double>(n) * kFloatEps * abs_sum);
+    EXPECT_NEAR(out, c.sum, static_cast<double>(n) * kFloatEps * c.abs_sum);
     cuda::sum_device(d_x.get(), n, d_partial.get(), d_out.get(), stream());
     EXPECT_TRUE(same_bits(download_one(d_out), out));  // the association order is fixed by the code
   }
 }
 
 TEST_F(KernelsNative, SoftmaxRowsMatchesDoubleReference) {
-  const std::vector<std::pair<int, int>> shapes = {{1, 1}, {3, 1}, {5, 7}, {4, 32}, {2, 33}, {3, 64},
-                                                   {2, 65}, {2, 256}, {3, 1000}, {2, 1041}};
-  for (const auto& [rows, cols] : shapes) {
-    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols));
-    const std::vector<float> x = uniform_values(static_cast<size_t>(rows) * cols, -4, 4, 17 + rows * 1000 + cols);
-    std::vector<double> ref(x.size());
-    for (int r = 0; r < rows; ++r) {
-      const float* xr = &x[static_cast<size_t>(r) * cols];
-      double m = -INFINITY, s = 0;
-      for (int c = 0; c < cols; ++c) m = std::max(m, static_cast<double>(xr[c]));
-      for (int c = 0; c < cols; ++c) s += std::exp(xr[c] - m);
-      for (int c = 0; c < cols; ++c) ref[static_cast<size_t>(r) * cols + c] = std::exp(xr[c] - m) / s;
-    }
-    const double tol = (cols + 3 * 8 + 2) * kFloatEps;
-    const DeviceVec<float> d_x(x), d_y(x.size());
-    cuda::softmax_rows_device(d_x.get(), d_y.get(), rows, cols, stream());
+  for (const test::SoftmaxRowsCase& c : test::softmax_rows_cases()) {
+    SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols));
+    const DeviceVec<float> d_x(c.x), d_y(c.x.size());
+    cuda::softmax_rows_device(d_x.get(), d_y.get(), c.rows, c.cols, stream());
     const std::vector<float> y = d_y.download();
-    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], tol * ref[i]) << "element " << i;
-    cuda::softmax_rows_device(d_x.get(), d_x.get(), rows, cols, stream());  // in place
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], c.ref[i], c.tol * c.ref[i]) << "element " << i;
+    cuda::softmax_rows_device(d_x.get(), d_x.get(), c.rows, c.cols, stream());  // in place
     EXPECT_TRUE(identical(d_x.download(), y));
   }
 }

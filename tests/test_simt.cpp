@@ -11,6 +11,7 @@
 
 #include "cuda/kernels/reduce.cuh"
 #include "cuda/kernels/softmax.cuh"
+#include "support/kernel_inputs.h"
 #include "support/test_support.h"
 #include "mman/error.h"
 #include "mman/rng.h"
@@ -525,9 +526,7 @@ TEST(Simt, LaunchesCannotNest) {
 // |computed - exact| <= n * eps * sum|x| bounds float summation in any association order.
 TEST(SimtKernels, SumMatchesDoubleReferenceForManySizes) {
   for (long long n : {0LL, 1LL, 31LL, 255LL, 256LL, 257LL, 1000LL, 4099LL}) {
-    const std::vector<float> x = uniform(static_cast<size_t>(n), 100 + static_cast<uint64_t>(n), -1, 1);
-    double ref = 0, abs_sum = 0;
-    for (float v : x) ref += v, abs_sum += std::fabs(v);
+    const test::SumCase c = test::sum_case(n, 100 + static_cast<uint64_t>(n));
     for (kernels::SumAlgo algo : {kernels::SumAlgo::Tree, kernels::SumAlgo::Shuffle}) {
       float first = NAN;
       for (const EmulationOptions& o : simt::test_schedules()) {
@@ -536,8 +535,8 @@ TEST(SimtKernels, SumMatchesDoubleReferenceForManySizes) {
         ScopedEmulation scope(o);
         std::vector<float> partial(static_cast<size_t>(kernels::sum_partial_count(n)));
         float out = NAN;
-        kernels::sum_launch(x.data(), n, partial.data(), &out, algo, nullptr);
-        EXPECT_NEAR(out, ref, static_cast<double>(n) * kEps * abs_sum);
+        kernels::sum_launch(c.x.data(), n, partial.data(), &out, algo, nullptr);
+        EXPECT_NEAR(out, c.sum, static_cast<double>(n) * kEps * c.abs_sum);
         // The association order is fixed by the algorithm, not by the schedule.
         if (std::isnan(first)) first = out;
         EXPECT_EQ(out, first);
@@ -566,31 +565,17 @@ TEST(SimtKernels, SumRejectsANegativeCount) {
   EXPECT_THROW(kernels::sum_launch(nullptr, -1, nullptr, &out, kernels::SumAlgo::Tree, nullptr), Error);
 }
 
-// Error bound per element, relative: the row's sum has at most cols float roundings
-// (cols * eps), each exp and x - m add a few eps scaled by |x - m| <= 2 * 4 here, the
-// division one more.
+// Error bound per element, relative: test::softmax_rows_cases().
 TEST(SimtKernels, SoftmaxRowsMatchesDoubleReference) {
-  const std::vector<std::pair<int, int>> shapes = {{1, 1}, {3, 1}, {5, 7}, {4, 32}, {2, 33}, {3, 64},
-                                                   {2, 65}, {2, 256}, {3, 1000}, {2, 1041}};
-  for (const auto& [rows, cols] : shapes) {
-    const std::vector<float> x = uniform(static_cast<size_t>(rows) * cols, 17 + rows * 1000 + cols, -4, 4);
-    std::vector<double> ref(x.size());
-    for (int r = 0; r < rows; ++r) {
-      const float* xr = &x[static_cast<size_t>(r) * cols];
-      double m = -INFINITY, s = 0;
-      for (int c = 0; c < cols; ++c) m = std::max(m, static_cast<double>(xr[c]));
-      for (int c = 0; c < cols; ++c) s += std::exp(xr[c] - m);
-      for (int c = 0; c < cols; ++c) ref[static_cast<size_t>(r) * cols + c] = std::exp(xr[c] - m) / s;
-    }
-    const double tol = (cols + 3 * 8 + 2) * kEps;
+  for (const test::SoftmaxRowsCase& c : test::softmax_rows_cases()) {
     for (const EmulationOptions& o : simt::test_schedules()) {
-      SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + ", " + simt::describe(o));
+      SCOPED_TRACE(std::to_string(c.rows) + "x" + std::to_string(c.cols) + ", " + simt::describe(o));
       ScopedEmulation scope(o);
-      std::vector<float> y(x.size(), NAN);
-      kernels::softmax_rows_launch(x.data(), y.data(), rows, cols, nullptr);
-      for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], tol * ref[i]) << "element " << i;
-      std::vector<float> inplace = x;  // y may alias x
-      kernels::softmax_rows_launch(inplace.data(), inplace.data(), rows, cols, nullptr);
+      std::vector<float> y(c.x.size(), NAN);
+      kernels::softmax_rows_launch(c.x.data(), y.data(), c.rows, c.cols, nullptr);
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], c.ref[i], c.tol * c.ref[i]) << "element " << i;
+      std::vector<float> inplace = c.x;  // y may alias x
+      kernels::softmax_rows_launch(inplace.data(), inplace.data(), c.rows, c.cols, nullptr);
       EXPECT_EQ(inplace, y);
     }
   }

@@ -1,6 +1,7 @@
 // Inputs shared by the kernel tests on the SIMT layer (tests/test_kernels_*.cpp) and natively on a GPU
 // (tests/test_kernels_native.cpp), so that both check the very same cases.
 #pragma once
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -25,6 +26,59 @@ inline float from_bits(uint32_t bits) {
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
+}
+
+// n values uniform in [lo, hi).
+inline std::vector<float> uniform_floats(size_t n, double lo, double hi, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(rng.uniform(lo, hi));
+  return v;
+}
+
+// ---- the SIMT layer's example kernels (sum, row softmax) ----
+
+// n values in [-1, 1) and their exact sum and sum of magnitudes: |computed - exact| <= n eps
+// sum|x| bounds float summation in any association order.
+struct SumCase {
+  std::vector<float> x;
+  double sum = 0, abs_sum = 0;
+};
+inline SumCase sum_case(long long n, uint64_t seed) {
+  SumCase c{uniform_floats(static_cast<size_t>(n), -1, 1, seed), 0, 0};
+  for (float v : c.x) c.sum += v, c.abs_sum += std::fabs(v);
+  return c;
+}
+
+// Rows of values in [-4, 4) and their softmax in double; tol is the relative error bound per
+// element: the row's sum has at most cols float roundings, each exp and x - m add a few eps
+// scaled by |x - m| <= 2 * 4, the division one more.
+struct SoftmaxRowsCase {
+  int rows = 0, cols = 0;
+  std::vector<float> x;
+  std::vector<double> ref;
+  double tol = 0;
+};
+inline std::vector<SoftmaxRowsCase> softmax_rows_cases() {
+  const std::vector<std::pair<int, int>> shapes = {{1, 1}, {3, 1}, {5, 7}, {4, 32}, {2, 33}, {3, 64},
+                                                   {2, 65}, {2, 256}, {3, 1000}, {2, 1041}};
+  std::vector<SoftmaxRowsCase> cases;
+  for (const auto& [rows, cols] : shapes) {
+    SoftmaxRowsCase c;
+    c.rows = rows, c.cols = cols;
+    c.x = uniform_floats(static_cast<size_t>(rows) * cols, -4, 4, static_cast<uint64_t>(17 + rows * 1000 + cols));
+    c.ref.resize(c.x.size());
+    for (int r = 0; r < rows; ++r) {
+      const float* xr = &c.x[static_cast<size_t>(r) * cols];
+      double m = -INFINITY, sum = 0;
+      for (int k = 0; k < cols; ++k) m = std::max(m, static_cast<double>(xr[k]));
+      for (int k = 0; k < cols; ++k) sum += std::exp(xr[k] - m);
+      for (int k = 0; k < cols; ++k) c.ref[static_cast<size_t>(r) * cols + k] = std::exp(xr[k] - m) / sum;
+    }
+    c.tol = (cols + 3 * 8 + 2) * static_cast<double>(FLT_EPSILON);
+    cases.push_back(std::move(c));
+  }
+  return cases;
 }
 
 // ---- elementwise ----
@@ -86,19 +140,13 @@ struct LstmCellStep {
   int n, n_prev, h, ldh, ldy;
 };
 
-inline std::vector<float> uniform_floats(size_t n, double scale, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v) x = static_cast<float>(rng.uniform(-scale, scale));
-  return v;
-}
 
 // Ragged batches (rows that start a conversation), strided h and dy, the paper's width.
 inline std::vector<LstmCellStep> lstm_cell_steps() {
   return {{1, 1, 1, 1, 1}, {1, 0, 37, 37, 37}, {7, 4, 5, 5, 5}, {33, 33, 37, 74, 40}, {10, 6, 300, 600, 300}};
 }
 inline std::vector<float> lstm_cell_random_gates(const LstmCellStep& s) {
-  return uniform_floats(static_cast<size_t>(s.n) * 4 * s.h, 4.0, 10 + static_cast<uint64_t>(s.h));
+  return uniform_floats(static_cast<size_t>(s.n) * 4 * s.h, -4.0, 4.0, 10 + static_cast<uint64_t>(s.h));
 }
 
 // Pre-activations across every branch of the activations (the polynomial/exponential switch
@@ -129,11 +177,11 @@ inline LstmCellCase lstm_cell_case(const LstmCellStep& s, std::vector<float> gat
   k.s = s;
   const size_t nh = static_cast<size_t>(s.n) * s.h;
   k.gates_in = std::move(gates_in);
-  k.bias = uniform_floats(4 * static_cast<size_t>(s.h), 0.5, 1);
-  k.c_prev = uniform_floats(static_cast<size_t>(s.n_prev) * s.h, 2.0, 2);
-  k.dy = uniform_floats(static_cast<size_t>(s.n) * s.ldy, 1.0, 3);
-  k.dh_rec = uniform_floats(nh, 1.0, 4);
-  k.dc_in = uniform_floats(nh, 1.0, 5);
+  k.bias = uniform_floats(4 * static_cast<size_t>(s.h), -0.5, 0.5, 1);
+  k.c_prev = uniform_floats(static_cast<size_t>(s.n_prev) * s.h, -2.0, 2.0, 2);
+  k.dy = uniform_floats(static_cast<size_t>(s.n) * s.ldy, -1.0, 1.0, 3);
+  k.dh_rec = uniform_floats(nh, -1.0, 1.0, 4);
+  k.dc_in = uniform_floats(nh, -1.0, 1.0, 5);
   k.gates = k.gates_in;
   k.c.resize(nh);
   k.tanh_c.resize(nh);
