@@ -26,6 +26,7 @@
 #include "mman/train/checkpoint.h"
 #include "mman/train/trainer.h"
 #include "support/cuda_test.h"
+#include "support/nan_stop.h"
 #include "support/test_support.h"
 #include "support/tiny_dataset.h"
 
@@ -341,29 +342,7 @@ TEST(CudaModels, ANonFiniteLossStopsTrainingWithTheCpuMessage) {
   Fixture f = make_fixture();
   auto model = gpu_model(small_config("clstm_speech"), f.shape);
   init_model(*model, 0);
-  TrainConfig tc;
-  tc.max_epochs = 4;
-  tc.batch_size = 2;
-  tc.patience = 0;
-  const std::string state = dir.file("clstm_speech.state.h5");
-  std::vector<float> after_epoch1;
-  TrainHooks hooks;
-  hooks.state_path = [&](const std::string&) { return state; };
-  hooks.on_epoch = [&](const std::string&, const EpochRecord& rec, int) {
-    if (rec.epoch != 1) return;
-    after_epoch1 = model->params().values();
-    f.ds.features[0].at(f.ds.conv_offsets[static_cast<size_t>(f.splits.train[0])], 0) =
-        std::numeric_limits<float>::quiet_NaN();
-  };
-  const std::string message = test::error_message([&] { train_model(*model, f.ds, f.protocol, f.splits, tc, hooks); });
-  EXPECT_NE(message.find("training clstm_speech: the loss is nan at epoch 2, batch "), std::string::npos) << message;
-  EXPECT_NE(message.find("the last saved state (1 epochs completed) is kept in " + state), std::string::npos)
-      << message;
-  ParamStore params = model->params();
-  TrainState saved;
-  load_checkpoint(state, params, "clstm_speech", &saved);
-  EXPECT_EQ(saved.epoch, 1);
-  EXPECT_EQ(params.values(), after_epoch1);
+  test::expect_nan_loss_stops_and_keeps_epoch_1(*model, f.ds, f.protocol, f.splits, dir);
   // The model's host copy came back from the device when training stopped: all finite.
   for (float v : model->params().values()) ASSERT_TRUE(std::isfinite(v));
 }
