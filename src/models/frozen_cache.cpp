@@ -79,12 +79,6 @@ void FrozenOutputCache::conversation_keys(const Batch& batch, std::vector<uint64
   }
 }
 
-bool FrozenOutputCache::begin(const ParamStore& params, const Batch& batch) {
-  std::vector<uint64_t> keys;
-  conversation_keys(batch, keys);
-  return begin(params, batch, keys);
-}
-
 void FrozenOutputCache::refresh(const ParamStore& params) {
   uint64_t fp = mix64(param_ids_.size());
   for (int id : param_ids_) fp = hash_floats(params.value(id), params.info(id).size, fp);

@@ -45,7 +45,6 @@ class FrozenOutputCache {
   // contains(). Caches of different sub-networks may begin, load and store on different
   // threads at the same time.
   bool begin(const ParamStore& params, const Batch& batch, const std::vector<uint64_t>& keys);
-  bool begin(const ParamStore& params, const Batch& batch);  // computes the keys itself
   // After a miss, the caller computed the batch: stores each conversation's rows of
   // `probs` (columns [col, col + width) of a [rows x ld] matrix) and of `attention`
   // (rows x attention->cols(), may be null).
